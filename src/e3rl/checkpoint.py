@@ -1,0 +1,122 @@
+"""Checkpoints: complete or invisible.
+
+A checkpoint is a directory `checkpoints/step-000050/` holding the model (safetensors, loadable
+by `AutoModelForCausalLM.from_pretrained`), the tokenizer, `optim.pt` (optimizer, scheduler and
+RNG states; loaded with `weights_only=True`) and `state.json` (step, data position, counters,
+tracker and controller states). It is written to a temporary directory, fsynced, then renamed,
+so a crash mid-write leaves no half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_DIR = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names its path and what is wrong."""
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": _to_lists(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if generator is not None:
+        state["sampler"] = generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    random.setstate(_to_tuples(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if generator is not None and "sampler" in state:
+        generator.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model,
+    tokenizer,
+    optim_state: dict[str, Any],
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    root = run_dir / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save(optim_state, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_tree(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories are never listed)."""
+    root = run_dir / CKPT_DIR
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob("step-*") if (p / "state.json").is_file()]
+    return sorted(done, key=lambda p: p.name)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, optim_state) of a checkpoint directory."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        optim_state = torch.load(path / "optim.pt", weights_only=True, map_location="cpu")
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt: {e}") from None
+    return state, optim_state

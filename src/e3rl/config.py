@@ -1,0 +1,653 @@
+"""Run configuration: dataclasses (one docstring per field), YAML files, dotted overrides.
+
+`load_config("configs/demo.yaml", ["rollout.n=8"])` reads the YAML, applies the overrides, builds
+the dataclasses and validates them. Every error is a `ConfigError` whose message names the key,
+the value and what would be valid; unknown keys suggest the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message says which and what is valid."""
+
+
+def _require(ok: bool, key: str, value: Any, valid: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {valid}")
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class TinyModelConfig:
+    arch: Literal["llama", "qwen2"] = "llama"
+    """Architecture of the tiny model built from scratch when model.path is 'tiny'."""
+    hidden_size: int = 128
+    """Width of the tiny model."""
+    num_layers: int = 4
+    """Number of transformer blocks of the tiny model."""
+    num_heads: int = 4
+    """Attention heads of the tiny model (hidden_size must be divisible by it)."""
+    intermediate_size: int = 512
+    """MLP width of the tiny model."""
+    max_position_embeddings: int = 256
+    """Longest sequence (prompt + response) the tiny model accepts."""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            _require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        _require(
+            self.hidden_size % self.num_heads == 0,
+            "hidden_size",
+            self.hidden_size,
+            f"a multiple of num_heads={self.num_heads}",
+        )
+
+
+@dataclass
+class WarmStartConfig:
+    steps: int = 0
+    """Supervised steps on the task's worked answers before RL (0 = off). Cached on disk."""
+    lr: float = 3e-3
+    """Learning rate of the warm start."""
+    batch_size: int = 64
+    """Examples per warm-start step."""
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, "steps", self.steps, "an integer >= 0")
+        _require(self.lr > 0, "lr", self.lr, "a float > 0")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny"
+    """'tiny' (build from model.tiny with a locally trained tokenizer), a HF directory, or a .gguf file."""
+    gguf_file: str | None = None
+    """GGUF file name inside model.path when model.path is a directory."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Parameter dtype of the policy."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny model."""
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    """Supervised warm start of the base policy on a built-in task's worked answers."""
+
+
+@dataclass
+class TaskConfig:
+    name: Literal["arith"] = "arith"
+    """Built-in task used by data sources of the form 'arith:train' / 'arith:val'."""
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    """Difficulty levels to generate (see e3rl.tasks.arith for what each level is)."""
+    worked_fraction: float = 0.5
+    """Share of multi-step warm-start examples that show the worked steps (the rest answer directly)."""
+    train_size: int = 3000
+    """Training prompts generated (spread evenly over the levels)."""
+    val_size: int = 300
+    """Held-out prompts generated, disjoint from the training prompts."""
+    seed: int = 1234
+    """Seed of the task generator: the same seed gives the same splits."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.levels) > 0, "levels", self.levels, "a non-empty list of levels")
+        _require(self.train_size >= 1, "train_size", self.train_size, "an integer >= 1")
+        _require(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
+        _require(0 <= self.worked_fraction <= 1, "worked_fraction", self.worked_fraction, "in [0, 1]")
+
+
+@dataclass
+class DataConfig:
+    train: str = "arith:train"
+    """Training prompts: a .jsonl/.json/.parquet file (verl format included) or 'TASK:train'."""
+    val: str | None = "arith:val"
+    """Validation prompts (same forms as data.train), or null for none."""
+    batch_size: int = 16
+    """Prompts per training step."""
+    max_prompt_tokens: int = 512
+    """Prompts longer than this (after the chat template) are dropped or rejected."""
+    on_too_long: Literal["drop", "error"] = "drop"
+    """What to do with a prompt over data.max_prompt_tokens: drop it (counted) or stop."""
+    val_limit: int = 0
+    """Use at most this many validation prompts (0 = all)."""
+    shuffle: bool = True
+    """Shuffle training prompts each epoch (seeded by trainer.seed)."""
+    system_prompt: str | None = None
+    """System message prepended to every chat prompt that has none."""
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _require(self.max_prompt_tokens >= 1, "max_prompt_tokens", self.max_prompt_tokens, ">= 1")
+        _require(self.val_limit >= 0, "val_limit", self.val_limit, "an integer >= 0")
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 8
+    """Rollouts per prompt on average; the step's budget is n * data.batch_size."""
+    max_new_tokens: int = 32
+    """Longest response sampled."""
+    temperature: float = 1.0
+    """Sampling temperature (the initial one when temperature control is on)."""
+    temperature_control: Literal["none", "entropy"] = "none"
+    """'entropy' steers the temperature each step to keep the policy entropy at a target."""
+    micro_batch_size: int = 256
+    """Sequences generated at once (bounds memory)."""
+    engine: Literal["hf"] = "hf"
+    """Rollout engine: 'hf' (transformers, CPU or GPU)."""
+
+    def __post_init__(self) -> None:
+        _require(self.n >= 1, "n", self.n, "an integer >= 1")
+        _require(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
+        _require(
+            math.isfinite(self.temperature) and self.temperature > 0,
+            "temperature",
+            self.temperature,
+            "a finite float > 0",
+        )
+        _require(self.micro_batch_size >= 1, "micro_batch_size", self.micro_batch_size, ">= 1")
+
+
+@dataclass
+class AlgoConfig:
+    adv_estimator: Literal["grpo", "drgrpo", "rloo"] = "grpo"
+    """Advantage on groups: grpo (mean/std), drgrpo (mean only), rloo (leave-one-out)."""
+    adv_eps: float = 1e-6
+    """Added to the group std in grpo."""
+    clip_low: float = 0.2
+    """PPO ratio clip below 1 (ratio >= 1 - clip_low)."""
+    clip_high: float = 0.2
+    """PPO ratio clip above 1 (ratio <= 1 + clip_high); > clip_low is DAPO's clip-higher."""
+    dual_clip: float | None = None
+    """Dual-clip constant c > 1 bounding the loss of negative advantages (null = off)."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How per-token losses are aggregated."""
+    kl_coef: float = 0.0
+    """KL penalty to the reference (initial) policy; 0 loads no reference model."""
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    """KL estimator: k1 (log-ratio) or k3 (low-variance, always >= 0)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient (the paper's '+ER' baseline)."""
+    ppo_epochs: int = 1
+    """Passes over each step's rollouts."""
+    minibatches: int = 1
+    """Optimizer steps per pass (the rollouts are split into this many minibatches)."""
+    micro_batch_size: int = 64
+    """Sequences per forward/backward (gradient accumulation inside a minibatch)."""
+
+    def __post_init__(self) -> None:
+        _require(self.adv_eps >= 0, "adv_eps", self.adv_eps, "a float >= 0")
+        _require(0 <= self.clip_low < 1, "clip_low", self.clip_low, "a float in [0, 1)")
+        _require(self.clip_high >= 0, "clip_high", self.clip_high, "a float >= 0")
+        _require(
+            self.dual_clip is None or self.dual_clip > 1, "dual_clip", self.dual_clip, "null or > 1"
+        )
+        _require(self.kl_coef >= 0, "kl_coef", self.kl_coef, "a float >= 0")
+        _require(self.ppo_epochs >= 1, "ppo_epochs", self.ppo_epochs, "an integer >= 1")
+        _require(self.minibatches >= 1, "minibatches", self.minibatches, "an integer >= 1")
+        _require(self.micro_batch_size >= 1, "micro_batch_size", self.micro_batch_size, ">= 1")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate decay after warm-up, over trainer.total_steps."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "lr", self.lr, "a float > 0")
+        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a float >= 0")
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "betas",
+            self.betas,
+            "two floats in [0, 1)",
+        )
+        _require(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a float >= 0")
+        _require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+
+
+@dataclass
+class LengthBiasConfig:
+    mu: float = 0.0
+    """Correct answers of the easiest prompts earn 1/(1 + mu*length); 0 = off (paper: 1e-3)."""
+    threshold: float = 0.1
+    """Fraction of prompts, easiest first by the tracker's rank, that the length bias applies to."""
+
+    def __post_init__(self) -> None:
+        _require(self.mu >= 0, "mu", self.mu, "a float >= 0")
+        _require(0 <= self.threshold <= 1, "threshold", self.threshold, "a float in [0, 1]")
+
+
+@dataclass
+class RewardConfig:
+    fn: str = "auto"
+    """'auto' (the task's checker, else math), 'math' (math-verify), 'exact', 'numeric', or 'module:function'."""
+    timeout: float = 5.0
+    """Seconds a single reward call may take before it scores 0 and is counted."""
+    length_bias: LengthBiasConfig = field(default_factory=LengthBiasConfig)
+    """Length bias for easy prompts (from the authors' code)."""
+
+    def __post_init__(self) -> None:
+        _require(self.timeout > 0, "timeout", self.timeout, "a float > 0 (seconds)")
+
+
+@dataclass
+class BudgetConfig:
+    allocator: Literal["uniform", "rank", "value"] = "uniform"
+    """How the step's rollout budget is split over its prompts."""
+    success_threshold: float = 1.0
+    """A rollout whose reward is >= this counts as a success for difficulty tracking."""
+    rank_refresh: Literal["step", "epoch"] = "step"
+    """Recompute difficulty ranks every step, or only at epoch end (the paper)."""
+    decay: float = 1.0
+    """Multiply all past counts by this each step so old history fades (1 = keep all)."""
+    n_low: int = 4
+    """rank: lowest count the widening schedule reaches."""
+    n_high: int = 12
+    """rank: highest count the widening schedule reaches."""
+    n_update: int = 2
+    """rank: how much the bounds widen per epoch (or per budget.widen_every steps)."""
+    widen_every: int = 0
+    """rank: widen the bounds every this many steps instead of every epoch (0 = per epoch)."""
+    n_min: int = 2
+    """value: fewest rollouts a prompt gets (0 allows skipping a prompt)."""
+    n_max: int = 16
+    """value: most rollouts a prompt gets."""
+    prior: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    """value: Beta prior (alpha, beta) over each prompt's success probability."""
+    recheck_prob: float = 0.05
+    """value: chance that a prompt allocated 0 still gets a small group so its estimate stays fresh."""
+
+    def __post_init__(self) -> None:
+        _require(0 < self.decay <= 1, "decay", self.decay, "a float in (0, 1]")
+        for name in ("n_low", "n_high", "n_update", "widen_every", "n_min", "n_max"):
+            _require(getattr(self, name) >= 0, name, getattr(self, name), "an integer >= 0")
+        _require(self.n_low >= 1, "n_low", self.n_low, "an integer >= 1")
+        _require(self.n_low <= self.n_high, "n_low", self.n_low, f"<= n_high={self.n_high}")
+        _require(self.n_min <= self.n_max, "n_min", self.n_min, f"<= n_max={self.n_max}")
+        _require(self.n_max >= 1, "n_max", self.n_max, "an integer >= 1")
+        _require(
+            len(self.prior) == 2 and all(p > 0 for p in self.prior),
+            "prior",
+            self.prior,
+            "two floats > 0 (alpha, beta)",
+        )
+        _require(0 <= self.recheck_prob <= 1, "recheck_prob", self.recheck_prob, "in [0, 1]")
+
+
+@dataclass
+class TemperatureConfig:
+    warmup_steps: int = 1
+    """Steps at the initial temperature whose mean entropy becomes the target."""
+    target_entropy: float | None = None
+    """Fixed entropy target (nats per token) instead of the warm-up mean."""
+    min_temperature: float = 0.1
+    """Lower clamp of the controlled temperature."""
+    max_temperature: float = 3.0
+    """Upper clamp of the controlled temperature."""
+    anneal: bool = False
+    """Lower the target with a cosine over the last anneal_ratio of training."""
+    anneal_ratio: float = 0.4
+    """Fraction of trainer.total_steps, at the end, over which the target is annealed."""
+    anneal_factor: float = 0.9
+    """The annealed target ends at this fraction of the initial target."""
+
+    def __post_init__(self) -> None:
+        _require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+        _require(
+            self.target_entropy is None or self.target_entropy > 0,
+            "target_entropy",
+            self.target_entropy,
+            "null or a float > 0",
+        )
+        _require(self.min_temperature > 0, "min_temperature", self.min_temperature, "> 0")
+        _require(
+            self.max_temperature >= self.min_temperature,
+            "max_temperature",
+            self.max_temperature,
+            f">= min_temperature={self.min_temperature}",
+        )
+        _require(0 <= self.anneal_ratio <= 1, "anneal_ratio", self.anneal_ratio, "in [0, 1]")
+        _require(0 < self.anneal_factor <= 1, "anneal_factor", self.anneal_factor, "in (0, 1]")
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = 100
+    """Training steps (one step = one batch of prompts, rollouts, one or more updates)."""
+    output_dir: str = "runs/default"
+    """Run directory: config, metrics.jsonl, checkpoints, final model."""
+    save_every: int = 50
+    """Write a checkpoint every this many steps (0 = only the final model)."""
+    keep_checkpoints: int = 2
+    """Keep this many most recent checkpoints."""
+    seed: int = 0
+    """Seed for model init, data order and sampling."""
+    eval_every: int = 25
+    """Greedy validation accuracy every this many steps (0 = only before and after)."""
+    eval_n: int = 0
+    """Also sample this many responses per validation prompt for pass@k (0 = greedy only)."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu' or 'cuda'."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (needs the tensorboard extra)."""
+    log_samples: int = 1
+    """Print this many sampled responses at each validation."""
+
+    def __post_init__(self) -> None:
+        _require(self.total_steps >= 0, "total_steps", self.total_steps, "an integer >= 0")
+        _require(self.save_every >= 0, "save_every", self.save_every, "an integer >= 0")
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
+        _require(self.eval_every >= 0, "eval_every", self.eval_every, "an integer >= 0")
+        _require(self.eval_n >= 0, "eval_n", self.eval_n, "an integer >= 0")
+        _require(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        _require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "device",
+            self.device,
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        )
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """Built-in task generator (used by 'TASK:split' data sources and warm start)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompt sources and batching."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling."""
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    """Advantages and policy loss."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward function."""
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    """Difficulty-aware rollout allocation."""
+    temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
+    """Entropy-targeting temperature controller (rollout.temperature_control=entropy)."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """The loop, logging and checkpoints."""
+
+    def validate(self) -> Config:
+        """Checks that span sections (each section checks its own fields on construction)."""
+        b, n = self.data.batch_size, self.rollout.n
+        if self.budget.allocator == "value":
+            lo, hi = self.budget.n_min, self.budget.n_max
+            _require(
+                lo * b <= n * b <= hi * b,
+                "rollout.n",
+                n,
+                f"within [budget.n_min, budget.n_max] = [{lo}, {hi}] so that the step budget "
+                f"n*batch_size={n * b} is feasible",
+            )
+        if self.budget.allocator == "rank":
+            _require(
+                self.budget.n_low <= n <= self.budget.n_high,
+                "rollout.n",
+                n,
+                f"within [budget.n_low, budget.n_high] = [{self.budget.n_low}, "
+                f"{self.budget.n_high}] for the rank allocator",
+            )
+        if self.temperature.anneal and self.rollout.temperature_control != "entropy":
+            raise ConfigError(
+                "temperature.anneal=true needs rollout.temperature_control=entropy "
+                "(annealing moves the entropy target of the controller)"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"list[{_type_name(inner)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Checks `value` against the annotation `tp` and converts the harmless cases (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{key}={value!r} is invalid: expected one of "
+                f"{', '.join(repr(c) for c in choices)}{hint}"
+            )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{key}={value!r} is invalid: expected {_type_name(tp)}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}={value!r} is invalid: expected {_type_name(tp)}")
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}={value!r} is invalid: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}={value!r} is invalid: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} is invalid: expected a string")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            if not close:  # a typo can also be a misplaced section: look at every dotted key
+                every = [k for k, *_ in describe(Config)]
+                close = difflib.get_close_matches(f"{prefix}{key}", every, n=1, cutoff=0.6)
+                close = [close[0]] if close else []
+            else:
+                close = [f"{prefix}{close[0]}"]
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            valid = ", ".join(names)
+            raise ConfigError(f"unknown key '{prefix}{key}'{hint} (valid in this section: {valid})")
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, tp)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        # Section checks raise with the bare field name; give it its full dotted key.
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'rollout.n=8' -> (['rollout', 'n'], 8). The value is parsed as YAML (so 1e-3, null, [1,2])."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is invalid: expected key=value, e.g. rollout.n=8")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {data!r}")
+    return data
+
+
+def config_from_dict(data: dict) -> Config:
+    return _build(Config, data, "").validate()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Reads a YAML file (or starts from the defaults), applies `key=value` overrides, validates."""
+    data = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The string literal right under each field: the field's one-line documentation."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, doc) for every leaf field: the configuration reference."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            rows += describe(tp, f"{prefix}{f.name}.")
+        else:
+            rows.append(
+                (
+                    f"{prefix}{f.name}",
+                    _type_name(tp),
+                    getattr(default, f.name),
+                    docs.get(f.name, ""),
+                )
+            )
+    return rows

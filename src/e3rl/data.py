@@ -1,0 +1,273 @@
+"""Prompt sources: JSONL / JSON / Parquet files (verl's format included) and built-in task splits.
+
+Everything becomes a `Prompt` with a stable id (a hash of its content, so ids survive
+reordering and re-export of the file), chat messages, a reference answer and metadata such as
+the difficulty level or data source used to break results down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e3rl.config import TaskConfig
+from e3rl.tasks import TASKS
+
+
+class DataError(ValueError):
+    """A data file or row is unusable; the message names the file, the line/row and the field."""
+
+
+@dataclass
+class Prompt:
+    id: str
+    messages: list[dict[str, str]]
+    answer: str
+    text: str | None = None
+    """Plain rendering for models without a chat template (built-in tasks set it)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def prompt_id(messages: list[dict[str, str]], answer: str) -> str:
+    blob = json.dumps([messages, answer], sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b(blob.encode("utf-8"), digest_size=8).hexdigest()
+
+
+# --------------------------------------------------------------------------- field resolution
+
+_PROMPT_FIELDS = ("prompt", "messages", "question", "problem", "input")
+_ANSWER_FIELDS = ("answer", "ground_truth", "solution_answer", "target", "final_answer")
+_META_FIELDS = ("level", "data_source", "source", "difficulty", "subject")
+
+
+def _messages(value: Any, where: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f"{where}: the prompt is empty")
+        return [{"role": "user", "content": value}]
+    if hasattr(value, "tolist"):  # numpy arrays from parquet
+        value = value.tolist()
+    if isinstance(value, list) and value:
+        out = []
+        for i, m in enumerate(value):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                raise DataError(
+                    f"{where}: prompt message {i} must be an object with a string 'content' "
+                    f"(and a 'role'), got {str(m)[:80]!r}"
+                )
+            out.append({"role": str(m.get("role") or "user"), "content": m["content"]})
+        if not any(m["content"].strip() for m in out):
+            raise DataError(f"{where}: every prompt message is empty")
+        return out
+    raise DataError(
+        f"{where}: the prompt must be a non-empty string or a list of chat messages, "
+        f"got {type(value).__name__} {str(value)[:80]!r}"
+    )
+
+
+def row_to_prompt(row: dict, where: str) -> Prompt:
+    """One record -> Prompt. Understands verl rows (reward_model.ground_truth) and plain ones."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object per record, got {type(row).__name__}")
+    key = next((k for k in _PROMPT_FIELDS if row.get(k) is not None), None)
+    if key is None:
+        raise DataError(
+            f"{where}: no prompt field; expected one of {', '.join(_PROMPT_FIELDS)} "
+            f"(found: {', '.join(map(str, row)) or 'nothing'})"
+        )
+    messages = _messages(row[key], where)
+    answer = None
+    rm = row.get("reward_model")
+    if isinstance(rm, dict) and rm.get("ground_truth") is not None:
+        answer = rm["ground_truth"]
+    else:
+        answer = next((row[k] for k in _ANSWER_FIELDS if row.get(k) is not None), None)
+    if answer is None:
+        raise DataError(
+            f"{where}: no answer; expected reward_model.ground_truth or one of "
+            f"{', '.join(_ANSWER_FIELDS)}"
+        )
+    if hasattr(answer, "tolist"):
+        answer = answer.tolist()
+    if isinstance(answer, list):  # some verl sets store several acceptable answers
+        answer = answer[0] if answer else ""
+    if isinstance(answer, bool) or not isinstance(answer, str | int | float):
+        raise DataError(
+            f"{where}: the answer must be a string or a number, got {type(answer).__name__}"
+        )
+    answer = str(answer)
+    if not answer.strip():
+        raise DataError(f"{where}: the answer is empty")
+    meta = {k: row[k] for k in _META_FIELDS if row.get(k) is not None}
+    return Prompt(id=prompt_id(messages, answer), messages=messages, answer=answer, meta=meta)
+
+
+# --------------------------------------------------------------------------- file readers
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte offset {e.start})") from None
+
+
+def _iter_jsonl(path: Path, text: str) -> Iterator[tuple[dict, str]]:
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line), f"{path}:{n}"
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
+def _iter_json(path: Path, text: str) -> Iterator[tuple[dict, str]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":  # several objects, one per line: JSON Lines named .json
+            yield from _iter_jsonl(path, text)
+            return
+        raise DataError(
+            f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})"
+        ) from None
+    if isinstance(data, dict):
+        for key in ("data", "rows", "examples", "prompts"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+        else:
+            data = [data]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of records, got {type(data).__name__}")
+    for i, row in enumerate(data):
+        yield row, f"{path}[{i}]"
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[dict, str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    for i, row in enumerate(table.to_pylist()):
+        yield row, f"{path} row {i}"
+
+
+def load_file(path: str | Path) -> list[Prompt]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise DataError(
+            f"data source {path} is a directory; expected a .jsonl, .json or .parquet file"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        rows = _iter_parquet(path)
+    elif suffix in (".jsonl", ".json"):
+        text = _read_text(path)
+        rows = _iter_jsonl(path, text) if suffix == ".jsonl" else _iter_json(path, text)
+    else:
+        raise DataError(
+            f"data file {path}: unknown format {suffix!r}; expected .jsonl, .json or .parquet"
+        )
+    prompts = [row_to_prompt(row, where) for row, where in rows]
+    if not prompts:
+        raise DataError(f"data file {path} holds no records")
+    return prompts
+
+
+def task_prompts(task: TaskConfig, split: str) -> list[Prompt]:
+    module = TASKS[task.name]
+    parts = module.splits(task.levels, task.train_size, task.val_size, task.seed)
+    if split not in parts:
+        raise DataError(f"task split {task.name}:{split} does not exist; valid: {sorted(parts)}")
+    out = []
+    for p in parts[split]:
+        content = f"Compute {p.question[:-1]}. Put the final answer in \\boxed{{}}."
+        messages = [{"role": "user", "content": content}]
+        out.append(
+            Prompt(
+                id=prompt_id(messages, str(p.answer)),
+                messages=messages,
+                answer=str(p.answer),
+                text=p.question,
+                meta={"level": p.level, "data_source": task.name, "solution": p.solution},
+            )
+        )
+    if not out:
+        raise DataError(f"task split {task.name}:{split} is empty (task.val_size=0?)")
+    return out
+
+
+def load_source(source: str, task: TaskConfig) -> list[Prompt]:
+    """A file path, or 'TASK:SPLIT' for a built-in task (e.g. 'arith:train')."""
+    name, sep, split = source.partition(":")
+    if sep and name in TASKS and not Path(source).exists():
+        if name != task.name:
+            task = TaskConfig(**{**task.__dict__, "name": name})
+        return task_prompts(task, split)
+    return load_file(source)
+
+
+# --------------------------------------------------------------------------- tokenisation
+
+
+def render(prompt: Prompt, tokenizer, system_prompt: str | None = None) -> str:
+    """Chat template when the tokenizer has one; otherwise the plain text form."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = prompt.messages
+        if system_prompt and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system_prompt}, *messages]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if prompt.text is not None:
+        return prompt.text
+    return "\n".join(m["content"] for m in prompt.messages) + "\n"
+
+
+@dataclass
+class EncodedPrompts:
+    prompts: list[Prompt]
+    token_ids: list[list[int]]
+    dropped: int
+
+
+def encode_prompts(
+    prompts: list[Prompt],
+    tokenizer,
+    max_prompt_tokens: int,
+    on_too_long: str = "drop",
+    system_prompt: str | None = None,
+    source: str = "data",
+) -> EncodedPrompts:
+    kept, ids, dropped = [], [], 0
+    texts = [render(p, tokenizer, system_prompt) for p in prompts]
+    # The chat template already holds any BOS token; adding special tokens again would double it.
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for p, tok in zip(prompts, encoded, strict=True):
+        if len(tok) > max_prompt_tokens:
+            if on_too_long == "error":
+                raise DataError(
+                    f"{source}: prompt {p.id} has {len(tok)} tokens, over "
+                    f"data.max_prompt_tokens={max_prompt_tokens} (or set data.on_too_long=drop)"
+                )
+            dropped += 1
+            continue
+        kept.append(p)
+        ids.append(tok)
+    if not kept:
+        raise DataError(
+            f"{source}: all {len(prompts)} prompts are longer than "
+            f"data.max_prompt_tokens={max_prompt_tokens}"
+        )
+    return EncodedPrompts(kept, ids, dropped)

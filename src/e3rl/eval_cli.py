@@ -1,0 +1,122 @@
+"""`e3rl eval MODEL --data SOURCE --n 16 --k 1,2,4,8,16`: a table on the console, eval.json on disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from e3rl.config import ConfigError, load_config
+
+
+def _parse_ks(text: str, n: int) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise ConfigError(f"--k {text!r} is invalid: expected comma-separated integers") from None
+    if n and any(k < 1 or k > n for k in ks):
+        raise ConfigError(f"--k {text!r} is invalid: every k must be in [1, --n={n}]")
+    return ks if n else []
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from e3rl.data import encode_prompts, load_source
+    from e3rl.evaluate import evaluate
+    from e3rl.models import load_policy, load_pretrained
+    from e3rl.rewards import RewardRunner, resolve_reward
+    from e3rl.rollout.hf import HFEngine
+
+    cfg = load_config(args.config, args.overrides)
+    if args.n < 0:
+        raise ConfigError(f"--n {args.n} is invalid: expected an integer >= 0")
+    ks = _parse_ks(args.k, args.n)
+    torch.manual_seed(args.seed)
+    if args.model == "task":
+        model, tok = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
+        out_dir = Path(args.output_dir or Path(cfg.trainer.output_dir) / "eval-base")
+    else:
+        model, tok = load_pretrained(args.model, cfg.model.gguf_file, cfg.model.dtype)
+        path = Path(args.model)
+        out_dir = Path(args.output_dir or (path if path.is_dir() else path.parent))
+    device = "cuda" if torch.cuda.is_available() and cfg.trainer.device != "cpu" else "cpu"
+    model.to(device).eval()
+    prompts = load_source(args.data, cfg.task)
+    if args.limit:
+        prompts = prompts[: args.limit]
+    enc = encode_prompts(
+        prompts,
+        tok,
+        cfg.data.max_prompt_tokens,
+        cfg.data.on_too_long,
+        cfg.data.system_prompt,
+        source=args.data,
+    )
+    task = args.data.split(":")[0] if ":" in args.data and not Path(args.data).exists() else None
+    reward = RewardRunner(resolve_reward(args.reward or cfg.reward.fn, task), cfg.reward.timeout)
+    engine = HFEngine(
+        model,
+        tok,
+        cfg.rollout.micro_batch_size,
+        torch.Generator(device=device).manual_seed(args.seed),
+    )
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task("evaluating", total=len(enc.prompts))
+        res = evaluate(
+            engine,
+            enc.prompts,
+            enc.token_ids,
+            reward,
+            args.max_new_tokens or cfg.rollout.max_new_tokens,
+            n=args.n,
+            temperature=args.temperature,
+            ks=ks,
+            success_threshold=cfg.budget.success_threshold,
+            progress=lambda k: bar.advance(job, k),
+        )
+    res.update(
+        {
+            "model": args.model,
+            "data": args.data,
+            "dropped_prompts": enc.dropped,
+            "reward_errors": reward.errors,
+            "reward_timeouts": reward.timeouts,
+        }
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(res, indent=2))
+    _print_table(res, ks, Console())
+    print(f"eval.json written to {out_dir / 'eval.json'}")
+    return 0
+
+
+def _print_table(res: dict, ks: list[int], console: Console) -> None:
+    table = Table(title=f"{res['model']} on {res['data']}")
+    cols = ["group", "prompts", "greedy acc"]
+    if res["n"]:
+        cols += ["mean@n", *[f"pass@{k}" for k in ks], "entropy", "distinct"]
+    for c in cols:
+        table.add_column(c, justify="right")
+
+    def row(name: str, r: dict, count: int) -> list[str]:
+        cells = [name, str(count), f"{r.get('greedy_accuracy', r.get('correct', 0)):.3f}"]
+        if res["n"]:
+            pk = r.get("pass_at_k") or {str(k): r.get(f"pass@{k}", 0) for k in ks}
+            cells += [
+                f"{r.get('mean_at_n', 0):.3f}",
+                *[f"{pk[str(k)]:.3f}" for k in ks],
+                f"{r['entropy']:.3f}" if "entropy" in r else "-",
+                f"{r.get('distinct_answers', 0):.2f}",
+            ]
+        return cells
+
+    table.add_row(*row("all", res, res["num_prompts"]))
+    for key, groups in res["by_group"].items():
+        for g, r in groups.items():
+            table.add_row(*row(f"{key}={g}", r, int(r["count"])))
+    console.print(table)

@@ -1,0 +1,175 @@
+"""Rollouts with a transformers model: a lean sampling loop over a KV cache (CPU or GPU).
+
+Why not `model.generate`: we need, per sampled token, its log-probability at the sampling
+temperature and the entropy of the sampling distribution (for the temperature controller), and
+we want two savings that matter here: each distinct prompt is prefilled once and its cache
+copied to all of its samples, and finished sequences leave the batch instead of being carried
+along as padding.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import DynamicCache
+
+from e3rl.rollout.base import Rollouts, collate
+
+
+def _entropy(logp: torch.Tensor) -> torch.Tensor:
+    return -(logp.exp() * logp).sum(-1)
+
+
+class HFEngine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        micro_batch_size: int = 256,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.micro_batch_size = micro_batch_size
+        self.generator = generator
+        self.eos_ids = self._eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id
+        # transformers >= 5.2x renamed the cache argument; older versions only know the old name.
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @staticmethod
+    def _eos_ids(model, tokenizer) -> list[int]:
+        ids = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:  # chat models often end a turn with a token of their own
+            ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        return sorted(i for i in ids if i is not None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        counts: list[int],
+        temperature: float,
+        max_new_tokens: int,
+    ) -> Rollouts:
+        if len(prompts) != len(counts):
+            raise ValueError(f"{len(prompts)} prompts but {len(counts)} counts")
+        if any(c < 0 for c in counts):
+            raise ValueError(f"counts must be >= 0, got {counts}")
+        prompt_index = [i for i, c in enumerate(counts) for _ in range(c)]
+        was_training = self.model.training
+        self.model.eval()
+        responses: list[list[int]] = []
+        per_token: dict[str, list[list[float]]] = {"logprobs": [], "entropy": [], "entropy_t1": []}
+        truncated: list[bool] = []
+        mb = self.micro_batch_size
+        for start in range(0, len(prompt_index), mb):
+            chunk = prompt_index[start : start + mb]
+            out = self._generate_chunk(prompts, chunk, temperature, max_new_tokens)
+            responses += out[0]
+            for k, rows in out[1].items():
+                per_token[k] += rows
+            truncated += out[2]
+        self.model.train(was_training)
+        ids, attn, p_width, rmask, tensors = collate(
+            prompts, prompt_index, responses, per_token, self.pad_id
+        )
+        return Rollouts(
+            prompt_index=torch.tensor(prompt_index, dtype=torch.long),
+            input_ids=ids,
+            attention_mask=attn,
+            prompt_width=p_width,
+            response_mask=rmask,
+            logprobs=tensors["logprobs"],
+            entropy=tensors["entropy"],
+            entropy_t1=tensors["entropy_t1"],
+            texts=self.tokenizer.batch_decode(responses, skip_special_tokens=True),
+            truncated=torch.tensor(truncated, dtype=torch.bool),
+        )
+
+    def _generate_chunk(self, prompts, chunk, temperature, max_new_tokens):
+        dev = self.device
+        uniq = sorted(set(chunk))
+        row_of = {p: r for r, p in enumerate(uniq)}
+        width = max(len(prompts[p]) for p in uniq)
+        ids = torch.full((len(uniq), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(uniq), width), dtype=torch.long)
+        for r, p in enumerate(uniq):
+            ids[r, width - len(prompts[p]) :] = torch.tensor(prompts[p])
+            attn[r, width - len(prompts[p]) :] = 1
+        ids, attn = ids.to(dev), attn.to(dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+
+        # Prefill each distinct prompt once, then copy its cache rows to all of its samples.
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_arg: cache},
+        )
+        expand = torch.tensor([row_of[p] for p in chunk], dtype=torch.long, device=dev)
+        cache.reorder_cache(expand)
+        logits = out.logits[:, -1].float().index_select(0, expand)
+        attn = attn.index_select(0, expand)
+        next_pos = pos[:, -1].index_select(0, expand) + 1
+
+        n = len(chunk)
+        tokens = torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
+        stats = torch.zeros((3, n, max_new_tokens), dtype=torch.float32, device=dev)
+        lengths = torch.zeros(n, dtype=torch.long, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        eos = torch.tensor(self.eos_ids, device=dev)
+        active = torch.arange(n, device=dev)  # rows of the full chunk still in the batch
+
+        for t in range(max_new_tokens):
+            logp_t1 = torch.log_softmax(logits, -1)
+            if temperature > 0:
+                logp = torch.log_softmax(logits / temperature, -1)
+                tok = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(-1)
+            else:
+                logp = logp_t1
+                tok = logits.argmax(-1)
+            stats[0, active, t] = logp.gather(-1, tok[:, None]).squeeze(-1)
+            stats[1, active, t] = _entropy(logp)
+            stats[2, active, t] = _entropy(logp_t1) if temperature != 1 else stats[1, active, t]
+            tokens[active, t] = tok
+            lengths[active] += 1
+            finished = torch.isin(tok, eos)
+            done[active] = finished
+            if bool(finished.all()) or t == max_new_tokens - 1:
+                break
+            keep = ~finished
+            if not bool(keep.all()):
+                # Shrink the batch: finished rows cost a full forward per token otherwise.
+                idx = keep.nonzero().squeeze(-1)
+                cache.batch_select_indices(idx)
+                active, tok, attn, next_pos = active[idx], tok[idx], attn[idx], next_pos[idx]
+            attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
+            out = self.model(
+                input_ids=tok[:, None],
+                attention_mask=attn,
+                position_ids=next_pos[:, None],
+                use_cache=True,
+                **{self.cache_arg: cache},
+            )
+            logits = out.logits[:, -1].float()
+            next_pos = next_pos + 1
+
+        lengths_l = lengths.tolist()
+        tokens_l, stats_l = tokens.tolist(), stats.tolist()
+        responses = [tokens_l[i][: lengths_l[i]] for i in range(n)]
+        per_token = {
+            k: [stats_l[j][i][: lengths_l[i]] for i in range(n)]
+            for j, k in enumerate(("logprobs", "entropy", "entropy_t1"))
+        }
+        return responses, per_token, (~done).tolist()

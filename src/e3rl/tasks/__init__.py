@@ -1,0 +1,5 @@
+"""Built-in verifiable tasks with graded difficulty (demos, tests, benchmarks)."""
+
+from e3rl.tasks import arith
+
+TASKS = {"arith": arith}

@@ -1,0 +1,158 @@
+"""Multi-step integer arithmetic with graded difficulty.
+
+Why this task: the method under study pays off only when difficulty really varies inside the
+data set (some prompts almost always solved, others rarely). Here difficulty is set by the number
+of operand digits and of operations, so after a short warm start a tiny model solves level 1
+almost always and level 6 almost never, and RL has room in between.
+
+A prompt is `37+48-5=`; the worked answer evaluates left to right, one operation per step:
+`37+48=85,85-5=80#80` (a single operation is answered directly: `#85`). The final answer follows `#` (or sits in `\\boxed{}` for chat models).
+
+| level | first operand | other operands | operations |
+|-------|---------------|----------------|------------|
+| 1     | 1 digit       | 1 digit        | 1          |
+| 2     | 1 digit       | 1 digit        | 2          |
+| 3     | 2 digits      | 1 digit        | 1          |
+| 4     | 2 digits      | 1 digit        | 2          |
+| 5     | 2 digits      | 2 digits       | 1          |
+| 6     | 2 digits      | 2 digits       | 2          |
+| 7     | 3 digits      | 3 digits       | 1          |
+| 8     | 3 digits      | 2 digits       | 3          |
+
+Multi-step problems can be answered directly (`#80`) or worked step by step; the worked answer
+is far more often right. The warm start shows both forms (`worked_fraction`), so the base policy
+sometimes reasons and sometimes guesses: one thing RL can learn is when to work it out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# (digits of the first operand, digits of the others, number of operations)
+LEVELS: dict[int, tuple[int, int, int]] = {
+    1: (1, 1, 1),
+    2: (1, 1, 2),
+    3: (2, 1, 1),
+    4: (2, 1, 2),
+    5: (2, 2, 1),
+    6: (2, 2, 2),
+    7: (3, 3, 1),
+    8: (3, 2, 3),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    """The expression followed by '=', e.g. '37+48-5='."""
+    answer: int
+    solution: str
+    """Worked answer, one operation per step, final answer after '#'."""
+    level: int
+
+    @property
+    def direct(self) -> str:
+        """The answer alone, without the worked steps."""
+        return f"#{self.answer}"
+
+
+def _operand(rng: random.Random, digits: int) -> int:
+    lo = 0 if digits == 1 else 10 ** (digits - 1)
+    return rng.randint(lo, 10**digits - 1)
+
+
+def make_problem(rng: random.Random, level: int) -> Problem:
+    if level not in LEVELS:
+        raise ValueError(f"arith level {level} does not exist; valid levels: {sorted(LEVELS)}")
+    first_digits, other_digits, ops = LEVELS[level]
+    value = _operand(rng, first_digits)
+    expr, steps = str(value), []
+    for _ in range(ops):
+        op = rng.choice("+-")
+        b = _operand(rng, other_digits)
+        new = value + b if op == "+" else value - b
+        steps.append(f"{value}{op}{b}={new}")
+        expr += f"{op}{b}"
+        value = new
+    # One operation needs no intermediate step: the response is the answer alone.
+    solution = ("" if ops == 1 else ",".join(steps)) + f"#{value}"
+    return Problem(question=f"{expr}=", answer=value, solution=solution, level=level)
+
+
+def generate(
+    levels: list[int], size: int, seed: int, exclude: set[str] | None = None
+) -> list[Problem]:
+    """`size` distinct problems spread evenly over `levels` (round robin), deterministic in seed.
+
+    Small levels run out of distinct problems (level 1 has 200); their share then goes to the
+    other levels.
+    """
+    rng = random.Random(seed)
+    seen = set(exclude or ())
+    out: list[Problem] = []
+    active = list(levels)
+    misses = dict.fromkeys(levels, 0)
+    turn = 0
+    while len(out) < size:
+        if not active:
+            raise ValueError(
+                f"could not generate {size} distinct arith problems at levels {levels}: "
+                "lower the size or add levels"
+            )
+        level = active[turn % len(active)]
+        p = make_problem(rng, level)
+        if p.question in seen:
+            misses[level] += 1
+            if misses[level] > 200:  # exhausted: hundreds of draws in a row found nothing new
+                active.remove(level)
+            continue
+        misses[level] = 0
+        turn += 1
+        seen.add(p.question)
+        out.append(p)
+    return out
+
+
+def stream(levels: list[int], seed: int, exclude: set[str] | None = None) -> Iterator[Problem]:
+    """An endless supply of problems (levels in turn), skipping the `exclude`d questions."""
+    rng = random.Random(seed)
+    for i in itertools.count():
+        p = make_problem(rng, levels[i % len(levels)])
+        if not exclude or p.question not in exclude:
+            yield p
+
+
+def splits(
+    levels: list[int], train_size: int, val_size: int, seed: int
+) -> dict[str, list[Problem]]:
+    """Train and validation splits; validation questions never occur in training."""
+    val = generate(levels, val_size, seed=seed * 2 + 1)
+    train = generate(levels, train_size, seed=seed * 2, exclude={p.question for p in val})
+    return {"train": train, "val": val}
+
+
+_BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
+_HASH = re.compile(r"#\s*(-?\d+)")
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer: after the last '#', else inside the last \\boxed{}, else None."""
+    for pattern in (_HASH, _BOXED):
+        found = pattern.findall(text)
+        if found:
+            return found[-1]
+    return None
+
+
+def score(response: str, answer: str) -> float:
+    got = extract_answer(response)
+    if got is None:
+        return 0.0
+    try:
+        return 1.0 if int(got) == int(answer) else 0.0
+    except ValueError:
+        return 0.0

@@ -1,0 +1,456 @@
+"""The training loop, top to bottom: sample a batch of prompts, split the rollout budget over them
+by difficulty, generate at the controlled temperature, score, compute group advantages, update the
+policy, steer the temperature, log, validate, checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from e3rl import checkpoint as ckpt
+from e3rl.algos import group_advantages
+from e3rl.budget import DifficultyTracker, allocation_stats, make_allocator
+from e3rl.config import Config, diff_keys, dump_yaml, to_dict
+from e3rl.data import encode_prompts, load_source
+from e3rl.evaluate import evaluate
+from e3rl.metrics import group_outcome_fractions
+from e3rl.models import load_policy
+from e3rl.rewards import RewardRunner, resolve_reward
+from e3rl.rewards.length_bias import length_biased_rewards
+from e3rl.rollout.hf import HFEngine
+from e3rl.runlog import RunLogger
+from e3rl.temperature import EntropyTemperatureController, masked_mean
+from e3rl.update import policy_update, reference_logprobs
+
+# Keys that may change on resume without changing what the run computes.
+RESUME_SAFE_KEYS = (
+    "trainer.total_steps",
+    "trainer.save_every",
+    "trainer.keep_checkpoints",
+    "trainer.eval_every",
+    "trainer.log_samples",
+    "trainer.tensorboard",
+    "trainer.output_dir",
+)
+
+
+class ResumeError(RuntimeError):
+    """Resuming is impossible or unsafe; the message says why and what to do."""
+
+
+@dataclass
+class Batches:
+    """Epochs of shuffled prompt indices; the order is a pure function of (seed, epoch)."""
+
+    num_prompts: int
+    batch_size: int
+    seed: int
+    shuffle: bool
+    epoch: int = 0
+    position: int = 0  # batches already taken in this epoch
+
+    @property
+    def per_epoch(self) -> int:
+        return max(self.num_prompts // self.batch_size, 1)
+
+    def next(self) -> tuple[list[int], bool]:
+        """(prompt indices, whether this batch starts a new epoch)."""
+        new_epoch = False
+        if self.position >= self.per_epoch:
+            self.epoch, self.position, new_epoch = self.epoch + 1, 0, True
+        order = np.arange(self.num_prompts)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_prompts)
+        start = self.position * self.batch_size
+        self.position += 1
+        return order[start : start + self.batch_size].tolist(), new_epoch
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _make_scheduler(optimizer, cfg: Config):
+    o, total = cfg.optim, max(cfg.trainer.total_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        progress = min((step - o.warmup_steps) / max(total - o.warmup_steps, 1), 1.0)
+        if o.schedule == "cosine":
+            return 0.5 * (1 + np.cos(np.pi * progress))
+        if o.schedule == "linear":
+            return 1.0 - progress
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _make_controller(cfg: Config, vocab_size: int) -> EntropyTemperatureController | None:
+    if cfg.rollout.temperature_control != "entropy":
+        return None
+    t = cfg.temperature
+    return EntropyTemperatureController(
+        initial_temperature=cfg.rollout.temperature,
+        vocab_size=vocab_size,
+        warmup_steps=t.warmup_steps,
+        target_entropy=t.target_entropy,
+        min_temperature=t.min_temperature,
+        max_temperature=t.max_temperature,
+        anneal=t.anneal,
+        total_steps=max(cfg.trainer.total_steps, 1),
+        anneal_ratio=t.anneal_ratio,
+        anneal_factor=t.anneal_factor,
+    )
+
+
+def _make_allocator(cfg: Config):
+    b, n = cfg.budget, cfg.rollout.n
+    if b.allocator == "uniform":
+        return make_allocator("uniform", n=n)
+    if b.allocator == "rank":
+        return make_allocator(
+            "rank",
+            n=n,
+            n_low=b.n_low,
+            n_high=b.n_high,
+            n_update=b.n_update,
+            steps_per_widening=b.widen_every or None,
+        )
+    return make_allocator(
+        "value", n_min=b.n_min, n_max=b.n_max, prior=tuple(b.prior), recheck_prob=b.recheck_prob
+    )
+
+
+def validate(engine, val, reward, cfg: Config) -> dict[str, Any]:
+    """Greedy accuracy on the validation prompts (plus pass@k when trainer.eval_n > 0)."""
+    n = cfg.trainer.eval_n
+    ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= n]
+    res = evaluate(
+        engine,
+        val.prompts,
+        val.token_ids,
+        reward,
+        cfg.rollout.max_new_tokens,
+        n=n,
+        temperature=cfg.rollout.temperature,
+        ks=ks,
+        success_threshold=cfg.budget.success_threshold,
+    )
+    out = {"val_accuracy": res["greedy_accuracy"]}
+    out.update({f"val_pass@{k}": v for k, v in res.get("pass_at_k", {}).items()})
+    out["_sample"] = res["items"][0]["response"] if res["items"] else ""
+    return out
+
+
+def train(
+    cfg: Config, resume: bool = False, resume_force: bool = False, quiet: bool = False
+) -> dict[str, Any]:
+    """Runs (or resumes) training as configured; returns the final summary."""
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.trainer.output_dir)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    _seed_all(cfg.trainer.seed)
+    log = RunLogger(run_dir, quiet=quiet, tensorboard=cfg.trainer.tensorboard)
+    found = ckpt.list_checkpoints(run_dir) if resume else []
+    latest = found[-1] if found else None
+    if resume and latest is None:
+        log.info(f"no checkpoint in {run_dir}: starting from scratch")
+    if latest is not None:
+        _check_resume_config(run_dir, cfg, resume_force, log)
+    dump_yaml(cfg, run_dir / "config.yaml")
+
+    # ---- model, data, reward
+    device = _device(cfg.trainer.device)
+    model_path = str(latest) if latest is not None else None
+    model, tokenizer = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
+    if model_path is not None:  # weights of the checkpoint, architecture and tokenizer as built
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=model.dtype)
+    model.to(device)
+    train_set = encode_prompts(
+        load_source(cfg.data.train, cfg.task),
+        tokenizer,
+        cfg.data.max_prompt_tokens,
+        cfg.data.on_too_long,
+        cfg.data.system_prompt,
+        source=cfg.data.train,
+    )
+    val_set = None
+    if cfg.data.val:
+        prompts = load_source(cfg.data.val, cfg.task)
+        prompts = prompts[: cfg.data.val_limit] if cfg.data.val_limit else prompts
+        val_set = encode_prompts(
+            prompts,
+            tokenizer,
+            cfg.data.max_prompt_tokens,
+            cfg.data.on_too_long,
+            cfg.data.system_prompt,
+            source=cfg.data.val,
+        )
+    if train_set.dropped:
+        log.info(
+            f"dropped {train_set.dropped} training prompts over "
+            f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
+        )
+    task_name = cfg.data.train.split(":")[0] if ":" in cfg.data.train else None
+    reward = RewardRunner(resolve_reward(cfg.reward.fn, task_name), timeout=cfg.reward.timeout)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algo.kl_coef > 0 else None
+
+    # ---- the method's controllers
+    sampler = torch.Generator().manual_seed(cfg.trainer.seed)
+    engine = HFEngine(model, tokenizer, cfg.rollout.micro_batch_size, sampler)
+    tracker = DifficultyTracker(
+        cfg.budget.success_threshold, cfg.budget.decay, cfg.budget.rank_refresh
+    )
+    tracker.register([p.id for p in train_set.prompts])
+    allocator = _make_allocator(cfg)
+    alloc_rng = np.random.default_rng(cfg.trainer.seed)
+    controller = _make_controller(cfg, len(tokenizer))
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        weight_decay=cfg.optim.weight_decay,
+    )
+    scheduler = _make_scheduler(optimizer, cfg)
+    batches = Batches(
+        len(train_set.prompts), cfg.data.batch_size, cfg.trainer.seed, cfg.data.shuffle
+    )
+    state: dict[str, Any] = {
+        "step": 0,
+        "cum_rollouts": 0,
+        "cum_tokens": 0,
+        "base_val_accuracy": None,
+        "length_bias_warned": False,
+    }
+
+    if latest is not None:
+        saved, optim_state = ckpt.load_checkpoint(latest)
+        optimizer.load_state_dict(optim_state["optimizer"])
+        scheduler.load_state_dict(optim_state["scheduler"])
+        ckpt.set_rng_state(optim_state["rng"], sampler)
+        alloc_rng.bit_generator.state = saved["alloc_rng"]
+        tracker.load_state_dict(saved["tracker"])
+        if controller is not None and saved.get("controller"):
+            controller.load_state_dict(saved["controller"])
+        batches.epoch, batches.position = saved["epoch"], saved["position"]
+        state.update(saved["state"])
+        log.truncate(state["step"])
+        if state["step"] >= cfg.trainer.total_steps:
+            log.info(
+                f"{run_dir} already finished at step {state['step']} "
+                f"(trainer.total_steps={cfg.trainer.total_steps}); nothing to train"
+            )
+            return _read_summary(run_dir)
+        log.info(f"resumed from {latest} at step {state['step']}")
+
+    def save(step: int) -> None:
+        ckpt.save_checkpoint(
+            run_dir,
+            step,
+            model,
+            tokenizer,
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": ckpt.rng_state(sampler),
+            },
+            {
+                "state": state,
+                "epoch": batches.epoch,
+                "position": batches.position,
+                "tracker": tracker.state_dict(),
+                "alloc_rng": alloc_rng.bit_generator.state,
+                "controller": controller.state_dict() if controller else None,
+                "config": to_dict(cfg),
+            },
+            keep=cfg.trainer.keep_checkpoints,
+        )
+
+    if state["step"] == 0 and val_set is not None:
+        state["base_val_accuracy"] = validate(engine, val_set, reward, cfg)["val_accuracy"]
+        log.info(
+            f"base model: val accuracy {state['base_val_accuracy']:.3f} "
+            f"on {len(val_set.prompts)} prompts"
+        )
+
+    total = cfg.trainer.total_steps
+    budget = cfg.rollout.n * cfg.data.batch_size
+    log.start(total, state["step"])
+    for step in range(state["step"] + 1, total + 1):
+        timer = {}
+        # ---- 1. prompts and their rollout counts
+        idx, new_epoch = batches.next()
+        if new_epoch:
+            tracker.end_epoch()
+        prompts = [train_set.prompts[i] for i in idx]
+        ids = [p.id for p in prompts]
+        ranks = tracker.ranks(ids)  # before this step's results: what the allocator saw
+        counts = allocator.allocate(ids, budget, tracker, batches.epoch, step, alloc_rng)
+        temperature = controller.temperature if controller else cfg.rollout.temperature
+
+        # ---- 2. rollouts
+        t0 = time.perf_counter()
+        r = engine.generate(
+            [train_set.token_ids[i] for i in idx], counts, temperature, cfg.rollout.max_new_tokens
+        )
+        timer["time_generate"] = time.perf_counter() - t0
+
+        # ---- 3. rewards (raw ones feed the tracker; shaped ones feed the advantages)
+        t0 = time.perf_counter()
+        reward.reset_counts()
+        owner = r.prompt_index.tolist()
+        raw = reward(r.texts, [prompts[i].answer for i in owner], [prompts[i].meta for i in owner])
+        shaped = raw
+        if cfg.reward.length_bias.mu > 0:
+            if tracker.num_seen == 0:
+                if not state["length_bias_warned"]:
+                    log.info("length bias: no difficulty history yet, not applied this step")
+                    state["length_bias_warned"] = True
+            else:
+                shaped = length_biased_rewards(
+                    raw,
+                    r.response_lengths.tolist(),
+                    [float(ranks[i]) for i in owner],
+                    cfg.reward.length_bias.mu,
+                    cfg.reward.length_bias.threshold,
+                    cfg.budget.success_threshold,
+                )
+        tracker.update([ids[i] for i in owner], raw)
+        timer["time_reward"] = time.perf_counter() - t0
+
+        # ---- 4. policy update at the sampling temperature
+        t0 = time.perf_counter()
+        adv = group_advantages(
+            torch.tensor(shaped), r.prompt_index, cfg.algo.adv_estimator, cfg.algo.adv_eps
+        )
+        ref_lp = (
+            reference_logprobs(ref_model, r, temperature, cfg.algo.micro_batch_size)
+            if ref_model is not None
+            else None
+        )
+        upd = policy_update(
+            model, optimizer, r, adv, temperature, cfg.algo, cfg.optim.grad_clip, ref_lp, sampler
+        )
+        scheduler.step()
+        timer["time_update"] = time.perf_counter() - t0
+
+        # ---- 5. temperature control on the token-weighted entropy of this step's samples
+        entropy = masked_mean(r.entropy, r.response_mask)
+        target = controller.target_entropy if controller else None
+        if controller is not None:
+            controller.update(entropy)
+
+        # ---- 6. metrics, validation, checkpoint
+        state["step"] = step
+        state["cum_rollouts"] += len(r)
+        state["cum_tokens"] += r.num_tokens
+        alloc = allocation_stats(counts)
+        row = {
+            "step": step,
+            "epoch": batches.epoch,
+            "rollouts": len(r),
+            "tokens": r.num_tokens,
+            "cum_rollouts": state["cum_rollouts"],
+            "cum_tokens": state["cum_tokens"],
+            "reward_mean": float(np.mean(shaped)),
+            "accuracy": float(np.mean([x >= cfg.budget.success_threshold for x in raw])),
+            **group_outcome_fractions(raw, owner, cfg.budget.success_threshold),
+            "alloc_min": alloc["min"],
+            "alloc_mean": alloc["mean"],
+            "alloc_max": alloc["max"],
+            "alloc_hist": {str(k): v for k, v in alloc["hist"].items()},
+            "entropy": entropy,
+            "entropy_t1": masked_mean(r.entropy_t1, r.response_mask),
+            "temperature": temperature,
+            "target_entropy": target,
+            "next_temperature": controller.temperature if controller else temperature,
+            "response_length": float(r.response_lengths.float().mean()),
+            "truncated_frac": float(r.truncated.float().mean()),
+            "reward_errors": reward.errors,
+            "reward_timeouts": reward.timeouts,
+            "lr": scheduler.get_last_lr()[0],
+            **upd,
+            **timer,
+        }
+        if reward.samples:
+            log.info(f"step {step}: reward failures, e.g. {reward.samples[0]}")
+        if (
+            val_set is not None
+            and cfg.trainer.eval_every
+            and step % cfg.trainer.eval_every == 0
+            and step != total
+        ):
+            v = validate(engine, val_set, reward, cfg)
+            log.sample(step, v.pop("_sample"))
+            row.update(v)
+        if step == total and val_set is not None:
+            v = validate(engine, val_set, reward, cfg)
+            log.sample(step, v.pop("_sample"))
+            row.update(v)
+        log.step(row)
+        # The last step is always checkpointed: a finished run can be extended with --resume.
+        if step == total or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
+            save(step)
+
+    # ---- final model and summary
+    log.close()
+    final_dir = run_dir / "final"
+    model.save_pretrained(final_dir, safe_serialization=True)
+    tokenizer.save_pretrained(final_dir)
+    last = log.last_row or {}
+    summary = {
+        "steps": state["step"],
+        "rollouts": state["cum_rollouts"],
+        "tokens": state["cum_tokens"],
+        "base_val_accuracy": state["base_val_accuracy"],
+        "final_val_accuracy": last.get("val_accuracy"),
+        "val_prompts": len(val_set.prompts) if val_set is not None else 0,
+        "wall_seconds": time.perf_counter() - t_start,
+        "final_dir": str(final_dir),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _check_resume_config(run_dir: Path, cfg: Config, force: bool, log) -> None:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text())
+    changed = [k for k in diff_keys(old, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
+    if not changed:
+        return
+    if not force:
+        raise ResumeError(
+            f"config changed since {path} was written: {', '.join(changed)}; resuming would mix "
+            "two runs. Use the same config, a new trainer.output_dir, or --resume-force"
+        )
+    log.info(f"--resume-force: resuming although {', '.join(changed)} changed")

@@ -1,0 +1,78 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e3rl.rollout.hf import HFEngine
+from e3rl.update import response_logits
+
+
+def _prompts(tok, problems, k):
+    return [tok(p.question, add_special_tokens=False)["input_ids"] for p in problems["train"][:k]]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=5), st.integers(1, 7))
+def test_returns_exactly_the_requested_counts(tiny, counts, micro):
+    model, tok, problems = tiny
+    eng = HFEngine(model, tok, micro_batch_size=micro, generator=torch.Generator().manual_seed(0))
+    r = eng.generate(_prompts(tok, problems, len(counts)), counts, 1.0, 6)
+    assert len(r) == sum(counts) == len(r.texts)
+    assert r.prompt_index.tolist() == [i for i, c in enumerate(counts) for _ in range(c)]
+    assert r.response_mask.shape == r.logprobs.shape == r.entropy.shape
+    lengths = r.response_mask.sum(-1)
+    assert ((lengths >= 1) & (lengths <= 6)).all()
+    # Masked positions carry nothing; log-probs are <= 0 and entropies >= 0 on real tokens.
+    assert (r.logprobs[r.response_mask == 0] == 0).all()
+    assert (r.logprobs[r.response_mask == 1] <= 0).all()
+    assert (r.entropy[r.response_mask == 1] >= 0).all()
+
+
+def test_greedy_matches_transformers_generate(tiny):
+    model, tok, problems = tiny
+    eng = HFEngine(model, tok, micro_batch_size=3)
+    prompts = _prompts(tok, problems, 5)
+    ours = eng.generate(prompts, [1] * 5, 0.0, 10)
+    texts = [p.question for p in problems["train"][:5]]
+    enc = tok(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+    ref = model.generate(
+        **enc,
+        max_new_tokens=10,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    ref_texts = tok.batch_decode(ref[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+    assert ours.texts == ref_texts
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0, 1.6])
+def test_sampling_logprobs_and_entropy_match_a_full_forward(tiny, temperature):
+    model, tok, problems = tiny
+    eng = HFEngine(model, tok, micro_batch_size=4, generator=torch.Generator().manual_seed(1))
+    r = eng.generate(_prompts(tok, problems, 3), [3, 2, 4], temperature, 8)
+    R = r.response_mask.shape[1]
+    with torch.no_grad():
+        logits = response_logits(model, r.input_ids, r.attention_mask, R).float()
+    logp = torch.log_softmax(logits / temperature, -1)
+    tok_lp = logp.gather(-1, r.input_ids[:, -R:, None]).squeeze(-1)
+    ent = -(logp.exp() * logp).sum(-1)
+    ent1 = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+    m = r.response_mask.bool()
+    # KV-cached decoding and one full forward differ only by float32 rounding.
+    assert torch.allclose(tok_lp[m], r.logprobs[m], atol=1e-4)
+    assert torch.allclose(ent[m], r.entropy[m], atol=1e-4)
+    assert torch.allclose(ent1[m], r.entropy_t1[m], atol=1e-4)
+
+
+def test_same_seed_same_samples(tiny):
+    model, tok, problems = tiny
+    prompts = _prompts(tok, problems, 2)
+    a = HFEngine(model, tok, 8, torch.Generator().manual_seed(5)).generate(prompts, [3, 3], 1.0, 6)
+    b = HFEngine(model, tok, 8, torch.Generator().manual_seed(5)).generate(prompts, [3, 3], 1.0, 6)
+    assert torch.equal(a.input_ids, b.input_ids)
+
+
+def test_bad_counts():
+    with pytest.raises(ValueError, match="counts"):
+        HFEngine.generate(object.__new__(HFEngine), [[1]], [1, 2], 1.0, 4)

@@ -1,0 +1,397 @@
+"""Tests for e3rl.budget: tracker semantics by hand, allocators against references and brute force."""
+
+import hashlib
+import itertools
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e3rl.budget import (
+    ALLOCATORS,
+    DifficultyTracker,
+    RankAllocator,
+    RankSchedule,
+    UniformAllocator,
+    ValueAllocator,
+    _mixed_gains,
+    _posterior,
+    _solve_dp,
+    allocation_stats,
+    beta_power_moments,
+    expected_mixed,
+    make_allocator,
+    rank_allocation,
+    value_allocation,
+)
+
+# ------------------------------------------------------------------------------------ tracker
+
+
+def test_ranks_by_hand():
+    t = DifficultyTracker()
+    t.register(["a", "b", "c", "d"])
+    t.update(["a", "a", "b", "b", "c", "c"], [1, 1, 1, 0, 0, 0])
+    # a: 1.0, b: 0.5, c: 0.0, d: unseen -> hardest
+    np.testing.assert_array_equal(t.ranks(["a", "b", "c", "d"]), [0.0, 0.25, 0.5, 0.75])
+    np.testing.assert_array_equal(t.mean_accuracy(["a", "b", "c"]), [1.0, 0.5, 0.0])
+    assert np.isnan(t.mean_accuracy(["d"])[0])
+    assert t.num_seen == 3 and len(t) == 4
+    with pytest.raises(KeyError):
+        t.ranks(["zzz"])
+
+
+def test_success_threshold():
+    t = DifficultyTracker(success_threshold=0.5)
+    t.update(["a", "a", "a", "a"], [0.5, 0.49, 1.0, float("nan")])
+    s, f = t.successes_failures(["a"])
+    assert (s[0], f[0]) == (2.0, 2.0)
+
+
+def test_ties_follow_hash_not_dataset_order_and_are_reproducible():
+    ids = [f"p{i}" for i in range(50)]
+    t1, t2 = DifficultyTracker(), DifficultyTracker()
+    t1.register(ids)
+    t2.register(ids[::-1])  # registration order must not matter
+    for t in (t1, t2):
+        t.update(ids, [1.0] * 50)  # all tied at accuracy 1
+    r1, r2 = t1.ranks(ids), t2.ranks(ids)
+    np.testing.assert_array_equal(r1, r2)
+    assert sorted(r1.tolist()) == [i / 50 for i in range(50)]
+    assert not np.all(np.diff(r1) > 0), "ties must not follow dataset order"
+
+    def h(p):
+        return hashlib.blake2b(p.encode(), digest_size=8).digest()
+
+    assert [ids[i] for i in np.argsort(r1)] == sorted(ids, key=h)
+
+
+def test_unseen_hardest_vs_prior():
+    ids = ["good", "bad", "new"]
+    hard = DifficultyTracker(unseen="hardest")
+    prior = DifficultyTracker(unseen="prior")
+    for t in (hard, prior):
+        t.register(ids)
+        t.update(["good", "good", "bad", "bad"], [1, 1, 0, 0])
+    np.testing.assert_array_equal(hard.ranks(ids), [0, 1 / 3, 2 / 3])  # even 0% beats unseen
+    np.testing.assert_array_equal(prior.ranks(ids), [0, 2 / 3, 1 / 3])  # unseen sits at 0.5
+
+
+def test_epoch_refresh_vs_step_refresh():
+    ids = ["a", "b"]
+    step, epoch = DifficultyTracker(rank_refresh="step"), DifficultyTracker(rank_refresh="epoch")
+    for t in (step, epoch):
+        t.register(ids)
+    before = epoch.ranks(ids)  # all unseen: order by hash
+    for t in (step, epoch):
+        t.update(["a", "b"], [0.0, 1.0])
+    np.testing.assert_array_equal(step.ranks(ids), [0.5, 0.0])  # b easiest at once
+    np.testing.assert_array_equal(epoch.ranks(ids), before)  # frozen until the epoch ends
+    epoch.end_epoch()
+    np.testing.assert_array_equal(epoch.ranks(ids), [0.5, 0.0])
+    for t in (step, epoch):
+        t.update(["a", "a", "a", "b", "b", "b"], [1, 1, 1, 0, 0, 0])  # a: 3/4, b: 1/4
+    np.testing.assert_array_equal(step.ranks(ids), [0.0, 0.5])
+    np.testing.assert_array_equal(epoch.ranks(ids), [0.5, 0.0])
+    epoch.register(["c"])  # new prompt: counts in N at once, as unseen
+    np.testing.assert_array_equal(epoch.ranks(["a", "b", "c"]), [1 / 3, 0, 2 / 3])
+
+
+def test_decay_by_hand():
+    t = DifficultyTracker(decay=0.5)
+    t.update(["a", "a"], [1, 0])  # a: n=2, s=1
+    t.update(["a", "a"], [1, 1])  # a: n=0.5*2+2=3, s=0.5*1+2=2.5
+    s, f = t.successes_failures(["a"])
+    assert (s[0], f[0]) == (2.5, 0.5)
+    t.update(["b"], [0])  # a decays again: n=1.5, s=1.25; b: n=1, s=0
+    s, f = t.successes_failures(["a", "b"])
+    np.testing.assert_array_equal(s, [1.25, 0.0])
+    np.testing.assert_array_equal(f, [0.25, 1.0])
+    assert t.mean_accuracy(["a"])[0] == 1.25 / 1.5
+
+
+def test_state_dict_json_round_trip():
+    rng = np.random.default_rng(0)
+    t = DifficultyTracker(decay=0.9, rank_refresh="epoch")
+    t.register([f"q{i}" for i in range(30)])
+    for step in range(5):
+        ids = [f"q{i}" for i in rng.integers(0, 40, 24)]
+        t.update(ids, rng.random(24).round(1).tolist())
+        if step == 2:
+            t.end_epoch()
+    state = json.loads(json.dumps(t.state_dict()))
+    u = DifficultyTracker(decay=0.9, rank_refresh="epoch")
+    u.load_state_dict(state)
+    assert u.state_dict() == t.state_dict()
+    ids = [f"q{i}" for i in range(40)]
+    np.testing.assert_array_equal(u.ranks(ids), t.ranks(ids))
+    np.testing.assert_array_equal(u.successes_failures(ids), t.successes_failures(ids))
+    assert (u.steps, u.epochs) == (5, 1)
+
+
+def test_tracker_rejects_bad_config():
+    with pytest.raises(ValueError, match="decay=0"):
+        DifficultyTracker(decay=0.0)
+    with pytest.raises(ValueError, match="rank_refresh"):
+        DifficultyTracker(rank_refresh="never")
+    with pytest.raises(ValueError, match="2 rewards"):
+        DifficultyTracker().update(["a"], [1.0, 0.0])
+
+
+# ------------------------------------------------------------------------------- rank rule
+
+
+def authors_rank_allocation(ranks, budget, n_min, n_max):
+    """Direct transcription of the reference rule (defects included)."""
+    extra = budget - n_min * len(ranks)
+    total = math.fsum(ranks)
+    c = [n_min + math.floor(extra * r / total) for r in ranks]
+    left = budget - sum(c)
+    order = sorted(range(len(ranks)), key=lambda i: -ranks[i])  # ties: dataset order
+    while left > 0:
+        gave = False
+        for i in order:
+            if left > 0 and c[i] < n_max:
+                c[i] += 1
+                left -= 1
+                gave = True
+        if not gave:
+            break
+    return c
+
+
+@st.composite
+def rank_problems(draw, zero_heavy=False):
+    n = draw(st.integers(1, 40))
+    elems = st.floats(0, 1, exclude_max=True)
+    if zero_heavy:
+        elems = st.one_of(st.just(0.0), st.floats(0, 1e-3), elems)
+    ranks = draw(st.lists(elems, min_size=n, max_size=n))
+    n_min = draw(st.integers(0, 8))
+    n_max = draw(st.integers(n_min, 20))
+    budget = draw(st.integers(n_min * n, n_max * n))
+    return ranks, budget, n_min, n_max
+
+
+def check_invariants(ranks, counts, budget, n_min, n_max):
+    assert sum(counts) == budget
+    assert all(n_min <= c <= n_max for c in counts)
+    for i, j in itertools.permutations(range(len(ranks)), 2):
+        if ranks[i] > ranks[j]:
+            assert counts[i] >= counts[j], (i, j)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(rank_problems(), rank_problems(zero_heavy=True)))
+def test_rank_allocation_invariants_and_agreement(problem):
+    ranks, budget, n_min, n_max = problem
+    ours = rank_allocation(ranks, budget, n_min, n_max)
+    check_invariants(ranks, ours, budget, n_min, n_max)
+    if math.fsum(ranks) > 0:  # the reference divides by zero otherwise
+        theirs = authors_rank_allocation(ranks, budget, n_min, n_max)
+        if max(theirs) <= n_max and sum(theirs) == budget:
+            assert ours == theirs
+
+
+def test_rank_allocation_matches_paper_example():
+    ranks = [i / 16 for i in range(16)]
+    theirs = authors_rank_allocation(ranks, 128, 4, 12)
+    assert max(theirs) <= 12
+    assert rank_allocation(ranks, 128, 4, 12) == theirs
+
+
+def test_rank_allocation_skewed_batch_respects_n_max():
+    ranks = [0.99] + [0.001] * 7
+    theirs = authors_rank_allocation(ranks, 64, 4, 12)
+    assert max(theirs) > 12  # the reference blows through n_max
+    ours = rank_allocation(ranks, 64, 4, 12)
+    assert ours[0] == 12 and sum(ours) == 64 and max(ours) <= 12
+    check_invariants(ranks, ours, 64, 4, 12)
+
+
+def test_rank_allocation_zero_ranks_uniform():
+    assert rank_allocation([0.0, 0.0, 0.0, 0.0], 32, 4, 12) == [8, 8, 8, 8]
+    assert rank_allocation([0.0, 0.0, 0.0], 10, 0, 12) == [4, 3, 3]
+    assert rank_allocation([0.0], 7, 0, 12) == [7]
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (([0.1, 0.2], 3, 2, 4), "budget=3.*need 4 <= budget <= 8"),
+        (([0.1, 0.2], 9, 2, 4), "budget=9.*need 4 <= budget <= 8"),
+        (([0.1, 0.2], 6, 5, 4), "n_min=5, n_max=4"),
+        (([0.1, 0.2], 6, -1, 4), "n_min=-1"),
+        (([], 0, 0, 4), "empty batch"),
+        (([0.1, -0.2], 6, 2, 4), "ranks must be"),
+    ],
+)
+def test_rank_allocation_infeasible(args, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        rank_allocation(*args)
+
+
+# ------------------------------------------------------------------------------ value rule
+
+
+def test_beta_moments_uniform_prior():
+    m = beta_power_moments(1.0, 1.0, 10)
+    np.testing.assert_allclose(m, [1 / (c + 1) for c in range(11)], rtol=1e-15)
+    m = beta_power_moments([2.0, 1.0], [3.0, 1.0], 3)  # Beta(2,3): E p = 2/5, E p^2 = 1/5
+    np.testing.assert_allclose(m[0, :3], [1.0, 0.4, 0.2], rtol=1e-15)
+
+
+def g_lgamma(a, b, c):
+    """g(c) = 1 - E p^c - E (1-p)^c from Beta-function ratios, independent of the module."""
+    if c == 0:
+        return 0.0
+
+    def moment(x, y):
+        return math.exp(
+            math.lgamma(x + c) + math.lgamma(x + y) - math.lgamma(x) - math.lgamma(x + y + c)
+        )
+
+    return 1.0 - moment(a, b) - moment(b, a)
+
+
+def brute_force_best(s, f, budget, n_min, n_max, prior):
+    a = [prior[0] + x for x in s]
+    b = [prior[1] + x for x in f]
+    best = -1.0
+    for c in itertools.product(range(n_min, n_max + 1), repeat=len(s)):
+        if sum(c) == budget:
+            best = max(best, sum(g_lgamma(a[i], b[i], c[i]) for i in range(len(s))))
+    return best
+
+
+@st.composite
+def value_problems(draw):
+    n = draw(st.integers(1, 4))
+    counts = st.one_of(st.integers(0, 30).map(float), st.floats(0, 30))
+    s = draw(st.lists(counts, min_size=n, max_size=n))
+    f = draw(st.lists(counts, min_size=n, max_size=n))
+    n_min = draw(st.integers(0, 3))
+    n_max = draw(st.integers(max(n_min, 1), 6))
+    budget = draw(st.integers(min(n_min * n, 12), min(n_max * n, 12)))
+    prior = draw(st.sampled_from([(1.0, 1.0), (0.5, 0.5), (2.0, 1.0)]))
+    return s, f, budget, n_min, n_max, prior
+
+
+@settings(max_examples=150, deadline=None)
+@given(value_problems())
+def test_value_allocation_is_optimal(problem):
+    s, f, budget, n_min, n_max, prior = problem
+    if budget < n_min * len(s):
+        with pytest.raises(ValueError, match=f"budget={budget}"):
+            value_allocation(s, f, budget, n_min, n_max, prior)
+        return
+    counts = value_allocation(s, f, budget, n_min, n_max, prior)
+    assert sum(counts) == budget and all(n_min <= c <= n_max for c in counts)
+    got = expected_mixed(s, f, counts, prior)
+    a = [prior[0] + x for x in s]
+    assert got == pytest.approx(
+        sum(g_lgamma(a[i], prior[1] + f[i], c) for i, c in enumerate(counts)), abs=1e-9
+    )
+    assert got == pytest.approx(brute_force_best(s, f, budget, n_min, n_max, prior), abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_value_allocation_invariants_larger(num, seed):
+    rng = np.random.default_rng(seed)
+    s, f = rng.integers(0, 50, num), rng.integers(0, 50, num)
+    n_max = int(rng.integers(2, 17))
+    n_min = int(rng.integers(0, n_max + 1))
+    budget = int(rng.integers(n_min * num, n_max * num + 1))
+    counts = value_allocation(s, f, budget, n_min, n_max, recheck_prob=0.3, rng=rng)
+    assert sum(counts) == budget and all(n_min <= c <= n_max for c in counts)
+    plain = value_allocation(s, f, budget, n_min, n_max)
+    assert plain == value_allocation(s, f, budget, n_min, n_max)  # deterministic
+    if n_min >= 1:  # greedy path equals the exact optimum found by dynamic programming
+        a, b = _posterior(s, f, (1.0, 1.0))
+        lo, hi = np.full(num, n_min), np.full(num, n_max)
+        dp = _solve_dp(_mixed_gains(a, b, n_max), lo, hi, budget, np.arange(num))
+        assert expected_mixed(s, f, plain) == pytest.approx(expected_mixed(s, f, dp), abs=1e-9)
+
+
+def test_value_allocation_prefers_uncertain_prompts_and_skips_solved():
+    s = [1000.0, 0.0, 2.0, 0.0]
+    f = [0.0, 1000.0, 2.0, 0.0]
+    counts = value_allocation(s, f, 16, 0, 8)
+    assert counts[0] == 0 and counts[1] == 0 and counts[2] + counts[3] == 16
+
+
+def test_recheck_keeps_budget_exact():
+    s, f = [1000.0] * 6 + [3.0, 3.0], [0.0] * 6 + [3.0, 3.0]
+    plain = value_allocation(s, f, 16, 0, 8)
+    assert plain == [0] * 6 + [8, 8]
+    rechecked = value_allocation(s, f, 16, 0, 8, recheck_prob=1.0, rng=np.random.default_rng(0))
+    assert sum(rechecked) == 16 and all(c >= 2 for c in rechecked)
+    # more forced prompts than the budget can hold: keep what fits, still exact
+    tight = value_allocation(s, f, 6, 0, 8, recheck_prob=1.0, rng=np.random.default_rng(0))
+    assert sum(tight) == 6 and all(c in (0, 2) for c in tight)
+    r1 = value_allocation(s, f, 16, 0, 8, recheck_prob=0.5, rng=np.random.default_rng(7))
+    r2 = value_allocation(s, f, 16, 0, 8, recheck_prob=0.5, rng=np.random.default_rng(7))
+    assert r1 == r2
+    with pytest.raises(ValueError, match="rng"):
+        value_allocation(s, f, 16, 0, 8, recheck_prob=0.5)
+
+
+def test_value_allocation_infeasible():
+    with pytest.raises(ValueError, match="budget=40.*need 0 <= budget <= 32"):
+        value_allocation([1, 2], [3, 4], 40, 0, 16)
+    with pytest.raises(ValueError, match="prior"):
+        value_allocation([1, 2], [3, 4], 8, 0, 16, prior=(0.0, 1.0))
+    with pytest.raises(ValueError, match="2 success counts but 1"):
+        value_allocation([1, 2], [3], 8, 0, 16)
+
+
+def test_value_allocation_is_fast():
+    rng = np.random.default_rng(0)
+    s, f = rng.integers(0, 20, 64), rng.integers(0, 20, 64)
+    start = time.perf_counter()
+    value_allocation(s, f, 512, 0, 16)
+    assert time.perf_counter() - start < 0.5  # ~3 ms here; generous for a busy CI machine
+
+
+# ------------------------------------------------------------------------- schedule, registry
+
+
+def test_rank_schedule():
+    sched = RankSchedule(n=8, n_low=4, n_high=12, n_update=2)
+    assert [sched.bounds(e) for e in range(4)] == [(8, 8), (6, 10), (4, 12), (4, 12)]
+    assert sched.bounds_at(250, steps_per_widening=100) == (4, 12)
+    assert sched.bounds_at(99, steps_per_widening=100) == (8, 8)
+    with pytest.raises(ValueError, match="n_low=9"):
+        RankSchedule(n=8, n_low=9)
+
+
+def test_allocators_and_registry():
+    tracker = DifficultyTracker()
+    ids = [f"p{i}" for i in range(8)]
+    tracker.update(ids * 4, [float(i % 8 < j) for j in range(4) for i in range(8)])
+    rng = np.random.default_rng(0)
+    assert UniformAllocator(8).allocate(ids, 64, tracker, 0, 0, rng) == [8] * 8
+    rank = make_allocator("rank", n=8, n_low=4, n_high=12, n_update=2)
+    assert rank.allocate(ids, 64, tracker, 0, 0, rng) == [8] * 8  # epoch 0: no freedom
+    counts = rank.allocate(ids, 64, tracker, 2, 0, rng)
+    check_invariants(tracker.ranks(ids).tolist(), counts, 64, 4, 12)
+    assert counts != [8] * 8
+    value = make_allocator("value", n_min=0, n_max=16, prior=[1.0, 1.0], recheck_prob=0.1)
+    assert isinstance(value, ValueAllocator) and isinstance(rank, RankAllocator)
+    assert sum(value.allocate(ids + ["fresh"], 72, tracker, 0, 0, rng)) == 72
+    assert set(ALLOCATORS) == {"uniform", "rank", "value"}
+    with pytest.raises(ValueError, match="valid names"):
+        make_allocator("knapsack")
+    with pytest.raises(ValueError, match="budget=60"):
+        UniformAllocator(8).allocate(ids, 60, tracker, 0, 0, rng)
+
+
+def test_allocation_stats():
+    stats = allocation_stats([4, 8, 8, 12])
+    assert stats == {"min": 4, "mean": 8.0, "max": 12, "total": 32, "hist": {4: 1, 8: 2, 12: 1}}
+    assert allocation_stats([])["total"] == 0

@@ -1,0 +1,86 @@
+import json
+
+import pytest
+
+from conftest import TINY
+from e3rl.config import load_config
+from e3rl.trainer import Batches, train
+
+
+def _rows(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_reward_rises_on_an_easy_task(tmp_path):
+    """A random tiny model learns to start its answer with a digit (base rate about 1 in 25)."""
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "reward.fn=toy_rewards:starts_with_digit",
+            "optim.lr=1e-2",
+            "data.batch_size=8",
+            "rollout.n=8",
+            "trainer.total_steps=40",
+            "data.val=null",
+            f"trainer.output_dir={tmp_path}",
+            "trainer.seed=3",
+        ],
+    )
+    train(cfg, quiet=True)
+    rewards = [r["reward_mean"] for r in _rows(tmp_path)]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert first < 0.2, rewards
+    assert last > 0.8, rewards
+
+
+def test_failing_reward_is_contained_and_counted(tmp_path):
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "reward.fn=toy_rewards:raises",
+            "trainer.total_steps=2",
+            "data.val=null",
+            f"trainer.output_dir={tmp_path}",
+        ],
+    )
+    train(cfg, quiet=True)
+    rows = _rows(tmp_path)
+    assert [r["reward_errors"] for r in rows] == [16, 16]
+    assert all(r["reward_mean"] == 0 for r in rows)
+
+
+def test_batches_cover_each_epoch_once_and_are_reproducible():
+    b = Batches(num_prompts=10, batch_size=3, seed=0, shuffle=True)
+    epoch0 = [b.next() for _ in range(3)]
+    assert not any(new for _, new in epoch0)
+    seen = sum((idx for idx, _ in epoch0), [])
+    assert len(set(seen)) == 9
+    idx, new = b.next()
+    assert new and b.epoch == 1
+    again = Batches(num_prompts=10, batch_size=3, seed=0, shuffle=True, epoch=1, position=0)
+    assert again.next()[0] == idx
+
+
+@pytest.mark.parametrize("allocator", ["rank", "value"])
+def test_other_allocators_run_and_keep_the_budget(tmp_path, allocator):
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            f"budget.allocator={allocator}",
+            "budget.n_low=2",
+            "budget.n_high=6",
+            "budget.n_min=2",
+            "budget.n_max=8",
+            "budget.widen_every=1",
+            "trainer.total_steps=3",
+            "data.val=null",
+            f"trainer.output_dir={tmp_path}",
+        ],
+    )
+    train(cfg, quiet=True)
+    for r in _rows(tmp_path):
+        assert r["rollouts"] == 16
+        assert sum(int(k) * v for k, v in r["alloc_hist"].items()) == 16

@@ -38,7 +38,8 @@ def test_verl_style_jsonl(tmp_path):
         ("bad.jsonl", '{"prompt": "a", "answer": "1"}\n{oops\n', ["bad.jsonl:2", "not valid JSON"]),
         ("noans.jsonl", '{"prompt": "a"}\n', ["noans.jsonl:1", "no answer"]),
         ("noprompt.jsonl", '{"answer": "1"}\n', ["no prompt field"]),
-        ("empty.jsonl", "\n\n", ["holds no records"]),
+        ("empty.jsonl", "\n\n", ["holds no usable records"]),
+        ("allempty.jsonl", '{"prompt": "a", "answer": ""}', ["1 skipped", "answer is empty"]),
         ("emptyprompt.jsonl", '{"prompt": "  ", "answer": "1"}', ["prompt is empty"]),
         ("type.jsonl", '{"prompt": 5, "answer": "1"}', ["non-empty string or a list"]),
         ("x.csv", "a,b", ["unknown format"]),
@@ -87,12 +88,15 @@ needs_e3 = pytest.mark.skipif(not DATA_E3.is_dir(), reason=f"{DATA_E3} not prese
 @needs_e3
 def test_paper_data_loads_as_is():
     train = load_file(DATA_E3 / "train_data.parquet")
+    # Six records of the authors' training file have an empty ground truth: skipped, listed.
+    assert len(train.skipped) == 6 and "row 1448: the answer is empty" in train.skipped[0]
     valid = load_file(DATA_E3 / "valid_data.parquet")
     test = load_file(DATA_E3 / "test.json")
-    assert (len(train), len(valid), len(test)) == (10240, 512, 1288)
+    assert (len(train), len(valid), len(test)) == (10240 - 6, 512, 1288)
     assert train[0].answer == "843" and train[0].messages[0]["role"] == "user"
     assert "S_7" in train[0].messages[0]["content"]
     assert valid[0].answer == "54" and valid[0].meta["data_source"] == "aime"
     assert test[0].answer == "204" and "Aya" in test[0].messages[0]["content"]
     allp = load_file(DATA_E3 / "all_data.parquet")
-    assert len(allp) == 15888 and "level" in allp[0].meta
+    assert len(allp) + len(allp.skipped) == 15888 and "level" in allp[0].meta
+    assert test[0].meta["data_source"] == "aime"

@@ -43,7 +43,9 @@ def grpo_advantage(
     """(r - mean_g) / (std_g + eps), unbiased std; a group of one gets 0."""
     per_group_sum, n, _, mean = _group_stats(rewards, group_ids)
     std = torch.sqrt(per_group_sum((rewards - mean) ** 2) / (n - 1).clamp(min=1))
-    adv = (rewards - mean) / (std + eps)
+    denom = std + eps
+    # An all-equal group has no signal: 0, also when eps = 0 would make it 0/0.
+    adv = torch.where(denom > 0, (rewards - mean) / denom.clamp(min=1e-30), torch.zeros_like(std))
     return torch.where(n > 1, adv, torch.zeros_like(adv))
 
 

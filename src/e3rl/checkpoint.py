@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -113,10 +114,24 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(state, optim_state) of a checkpoint directory."""
+    """(state, optim_state) of a checkpoint directory; CheckpointError names what is corrupt."""
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise ValueError(f"expected a JSON object, got {type(state).__name__}")
+    except (OSError, ValueError) as e:
+        raise _corrupt(path, "state.json", e) from None
+    try:
         optim_state = torch.load(path / "optim.pt", weights_only=True, map_location="cpu")
-    except (OSError, ValueError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt: {e}") from None
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise _corrupt(path, "optim.pt", e) from None
     return state, optim_state
+
+
+def _corrupt(path: Path, name: str, error: Exception) -> CheckpointError:
+    why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    why = why.split(". ")[0][:200]  # torch's messages run on for several sentences
+    return CheckpointError(
+        f"checkpoint {path}: {name} is unreadable or corrupt ({why}); delete this checkpoint "
+        "directory to resume from an older one"
+    )

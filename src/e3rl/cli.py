@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from e3rl.config import ConfigError
 
 
+def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
+    """The one argument without '=' is the config file; the others are overrides."""
+    files = [a for a in items if "=" not in a]
+    if len(files) > 1:
+        raise ConfigError(f"expected at most one config file, got {files}; overrides are key=value")
+    return (files[0] if files else None), [a for a in items if "=" in a]
+
+
 def _train(args: argparse.Namespace) -> int:
     from e3rl.config import load_config
     from e3rl.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = _split_config(args.args)
+    cfg = load_config(config, overrides)
     summary = train(
         cfg,
         resume=args.resume or args.resume_force,
@@ -28,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from e3rl.demo import run_demo
 
-    run_demo(Path(args.output_dir), args.overrides, quiet=args.quiet)
+    run_demo(Path(args.output_dir), args.args, quiet=args.quiet)
     return 0
 
 
@@ -59,8 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train with RL from a YAML config and key=value overrides")
-    t.add_argument("config", nargs="?", help="YAML config file (defaults if omitted)")
-    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.n=8")
+    t.add_argument(
+        "args",
+        nargs="*",
+        metavar="[CONFIG.yaml] KEY=VALUE",
+        help="a YAML config file (defaults if omitted) and dotted overrides, e.g. rollout.n=8",
+    )
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     t.add_argument(
         "--resume-force", action="store_true", help="resume even if the config changed (logged)"
@@ -70,15 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="warm-started tiny model, RL on arithmetic, before/after")
     d.add_argument("--output-dir", default="runs/demo")
-    d.add_argument("overrides", nargs="*", help="dotted overrides of the demo config")
+    d.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_demo)
 
     e = sub.add_parser("eval", help="greedy accuracy, mean@n, pass@k, entropy, diversity")
     e.add_argument(
         "model",
-        help="model directory, checkpoint, .gguf file, or 'task' for the "
-        "task's warm-started base model",
+        help="model directory, checkpoint, .gguf file, pkg:PACKAGE/FILE (a file inside an "
+        "installed Python package), or 'task' for the task's warm-started base model",
     )
     e.add_argument("--data", default="arith:val", help="data file or TASK:SPLIT")
     e.add_argument("--config", default=None, help="YAML config for task/model settings")
@@ -88,9 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=None)
     e.add_argument("--limit", type=int, default=0, help="evaluate at most this many prompts")
     e.add_argument("--reward", default=None, help="reward function (default: the config's)")
-    e.add_argument("--output-dir", default=None, help="where eval.json goes (default: model dir)")
+    e.add_argument(
+        "--output-dir",
+        default=None,
+        help="where eval.json goes (default: the model directory; for a file such as a .gguf, "
+        "TRAINER.OUTPUT_DIR/eval-NAME)",
+    )
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("overrides", nargs="*", help="dotted config overrides")
+    e.add_argument("args", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     e.set_defaults(fn=_eval)
 
     r = sub.add_parser("report", help="figures and a Markdown report from run directories")
@@ -103,21 +122,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(error: Exception, code: int) -> int:
+    """One line on stderr (set E3RL_DEBUG=1 for the traceback instead)."""
+    print(f"e3rl: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before and after flags: argparse leaves the later ones over.
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if "=" not in a or a.startswith("-") or not hasattr(args, "args")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.args = [*args.args, *extra]
+    from transformers.utils import logging as hf_logging
+
     from e3rl.checkpoint import CheckpointError
     from e3rl.data import DataError
     from e3rl.models import ModelError
-    from e3rl.trainer import ResumeError
+    from e3rl.trainer import ResumeError, TrainingError
 
+    hf_logging.disable_progress_bar()  # one bar per load and per checkpoint save: noise
+    if os.environ.get("E3RL_DEBUG", "") not in ("", "0"):
+        return args.fn(args)  # developers: the full traceback of any error
     try:
         return args.fn(args)
+    except TrainingError as e:  # the input was fine; the run went wrong
+        return _fail(e, 1)
     except (ConfigError, DataError, ModelError, ResumeError, CheckpointError, OSError) as e:
-        print(f"e3rl: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e, 2)
     except ValueError as e:  # allocator / reward / controller settings rejected at start-up
-        print(f"e3rl: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e, 2)
     except KeyboardInterrupt:
         print("e3rl: interrupted", file=sys.stderr)
         return 130

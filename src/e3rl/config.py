@@ -359,6 +359,8 @@ class TrainerConfig:
     """Also write TensorBoard event files (needs the tensorboard extra)."""
     log_samples: int = 1
     """Print this many sampled responses at each validation."""
+    max_bad_steps: int = 3
+    """Stop the run after this many steps in a row whose update was skipped (non-finite loss or gradient)."""
 
     def __post_init__(self) -> None:
         _require(self.total_steps >= 0, "total_steps", self.total_steps, "an integer >= 0")
@@ -367,6 +369,7 @@ class TrainerConfig:
         _require(self.eval_every >= 0, "eval_every", self.eval_every, "an integer >= 0")
         _require(self.eval_n >= 0, "eval_n", self.eval_n, "an integer >= 0")
         _require(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        _require(self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps, "an integer >= 1")
         _require(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device",
@@ -512,16 +515,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            if not close:  # a typo can also be a misplaced section: look at every dotted key
-                every = [k for k, *_ in describe(Config)]
-                close = difflib.get_close_matches(f"{prefix}{key}", every, n=1, cutoff=0.6)
-                close = [close[0]] if close else []
-            else:
-                close = [f"{prefix}{close[0]}"]
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            valid = ", ".join(names)
-            raise ConfigError(f"unknown key '{prefix}{key}'{hint} (valid in this section: {valid})")
+            raise ConfigError(_unknown_key_message(prefix, key, value, names))
         tp = hints[key]
         if _is_dataclass_type(tp):
             kwargs[key] = _build(tp, value, f"{prefix}{key}.")
@@ -532,6 +526,30 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     except ConfigError as e:
         # Section checks raise with the bare field name; give it its full dotted key.
         raise ConfigError(f"{prefix}{e}") from None
+
+
+def _leaf_paths(key: str, value: Any) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _leaf_paths(f"{key}.{k}", v)]
+    return [key]
+
+
+def _unknown_key_message(prefix: str, key: str, value: Any, names: list[str]) -> str:
+    """Names the unknown key and suggests the nearest valid dotted key (typos in sections too)."""
+    every = [k for k, *_ in describe(Config)]
+    hint = ""
+    for path in _leaf_paths(f"{prefix}{key}", value):
+        close = difflib.get_close_matches(path, every, n=1, cutoff=0.6)
+        if close:
+            hint = f"; did you mean '{close[0]}'?"
+            break
+    else:
+        close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+        hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    return (
+        f"unknown key '{prefix}{key}'{hint} (valid in this section: {', '.join(names)}; "
+        "`e3rl config` lists every key)"
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -570,15 +588,28 @@ def read_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path}{where} is not valid YAML: {e}") from None
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        why = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {why}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {data!r}")
+    base = data.pop("base", None)
+    if base is not None:  # `base: other.yaml` (relative to this file): start from it
+        if not isinstance(base, str):
+            raise ConfigError(f"config file {path}: base={base!r} must be a file name")
+        data = _merge(read_yaml(path.parent / base), data)
     return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def config_from_dict(data: dict) -> Config:

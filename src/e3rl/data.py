@@ -22,6 +22,20 @@ class DataError(ValueError):
     """A data file or row is unusable; the message names the file, the line/row and the field."""
 
 
+class EmptyAnswer(DataError):
+    """A record whose reference answer is empty: it cannot be scored, so it is skipped."""
+
+
+class PromptSet(list):
+    """The prompts of a source, plus the records skipped on the way (with the reasons)."""
+
+    skipped: list[str]
+
+    def __init__(self, prompts=(), skipped=None) -> None:
+        super().__init__(prompts)
+        self.skipped = list(skipped or [])
+
+
 @dataclass
 class Prompt:
     id: str
@@ -30,6 +44,8 @@ class Prompt:
     text: str | None = None
     """Plain rendering for models without a chat template (built-in tasks set it)."""
     meta: dict[str, Any] = field(default_factory=dict)
+    where: str | None = None
+    """Where the record came from ('file:line', 'file row N'), for error messages."""
 
 
 def prompt_id(messages: list[dict[str, str]], answer: str) -> str:
@@ -101,9 +117,13 @@ def row_to_prompt(row: dict, where: str) -> Prompt:
         )
     answer = str(answer)
     if not answer.strip():
-        raise DataError(f"{where}: the answer is empty")
+        raise EmptyAnswer(f"{where}: the answer is empty")
     meta = {k: row[k] for k in _META_FIELDS if row.get(k) is not None}
-    return Prompt(id=prompt_id(messages, answer), messages=messages, answer=answer, meta=meta)
+    if "source" in meta:  # test sets often say 'source' where verl says 'data_source'
+        meta.setdefault("data_source", meta.pop("source"))
+    return Prompt(
+        id=prompt_id(messages, answer), messages=messages, answer=answer, meta=meta, where=where
+    )
 
 
 # --------------------------------------------------------------------------- file readers
@@ -163,7 +183,8 @@ def _iter_parquet(path: Path) -> Iterator[tuple[dict, str]]:
         yield row, f"{path} row {i}"
 
 
-def load_file(path: str | Path) -> list[Prompt]:
+def load_file(path: str | Path) -> PromptSet:
+    """Every record of a file as a Prompt; records with an empty answer are skipped and listed."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
@@ -181,13 +202,19 @@ def load_file(path: str | Path) -> list[Prompt]:
         raise DataError(
             f"data file {path}: unknown format {suffix!r}; expected .jsonl, .json or .parquet"
         )
-    prompts = [row_to_prompt(row, where) for row, where in rows]
+    prompts = PromptSet()
+    for row, where in rows:
+        try:
+            prompts.append(row_to_prompt(row, where))
+        except EmptyAnswer as e:
+            prompts.skipped.append(str(e))
     if not prompts:
-        raise DataError(f"data file {path} holds no records")
+        why = f" ({len(prompts.skipped)} skipped: {prompts.skipped[0]})" if prompts.skipped else ""
+        raise DataError(f"data file {path} holds no usable records{why}")
     return prompts
 
 
-def task_prompts(task: TaskConfig, split: str) -> list[Prompt]:
+def task_prompts(task: TaskConfig, split: str) -> PromptSet:
     module = TASKS[task.name]
     parts = module.splits(task.levels, task.train_size, task.val_size, task.seed)
     if split not in parts:
@@ -207,10 +234,10 @@ def task_prompts(task: TaskConfig, split: str) -> list[Prompt]:
         )
     if not out:
         raise DataError(f"task split {task.name}:{split} is empty (task.val_size=0?)")
-    return out
+    return PromptSet(out)
 
 
-def load_source(source: str, task: TaskConfig) -> list[Prompt]:
+def load_source(source: str, task: TaskConfig) -> PromptSet:
     """A file path, or 'TASK:SPLIT' for a built-in task (e.g. 'arith:train')."""
     name, sep, split = source.partition(":")
     if sep and name in TASKS and not Path(source).exists():
@@ -257,9 +284,11 @@ def encode_prompts(
     for p, tok in zip(prompts, encoded, strict=True):
         if len(tok) > max_prompt_tokens:
             if on_too_long == "error":
+                where = p.where or f"{source}: prompt {p.id}"
                 raise DataError(
-                    f"{source}: prompt {p.id} has {len(tok)} tokens, over "
-                    f"data.max_prompt_tokens={max_prompt_tokens} (or set data.on_too_long=drop)"
+                    f"{where}: the prompt has {len(tok)} tokens, over "
+                    f"data.max_prompt_tokens={max_prompt_tokens} (raise it, or set "
+                    "data.on_too_long=drop to skip such prompts)"
                 )
             dropped += 1
             continue

@@ -27,11 +27,15 @@ def _parse_ks(text: str, n: int) -> list[int]:
 def run_eval(args: argparse.Namespace) -> int:
     from e3rl.data import encode_prompts, load_source
     from e3rl.evaluate import evaluate
-    from e3rl.models import load_policy, load_pretrained
+    from e3rl.models import load_policy, load_pretrained, resolve_path
     from e3rl.rewards import RewardRunner, resolve_reward
+    from e3rl.rewards.runner import needs_isolation
     from e3rl.rollout.hf import HFEngine
 
-    cfg = load_config(args.config, args.overrides)
+    from e3rl.cli import _split_config
+
+    config, overrides = _split_config(args.args)
+    cfg = load_config(args.config or config, overrides)
     if args.n < 0:
         raise ConfigError(f"--n {args.n} is invalid: expected an integer >= 0")
     ks = _parse_ks(args.k, args.n)
@@ -41,8 +45,10 @@ def run_eval(args: argparse.Namespace) -> int:
         out_dir = Path(args.output_dir or Path(cfg.trainer.output_dir) / "eval-base")
     else:
         model, tok = load_pretrained(args.model, cfg.model.gguf_file, cfg.model.dtype)
-        path = Path(args.model)
-        out_dir = Path(args.output_dir or (path if path.is_dir() else path.parent))
+        path = resolve_path(args.model)
+        # A model directory gets its eval.json; a file (e.g. a .gguf inside site-packages) does not.
+        default = path if path.is_dir() else Path(cfg.trainer.output_dir) / f"eval-{path.stem}"
+        out_dir = Path(args.output_dir or default)
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.device != "cpu" else "cpu"
     model.to(device).eval()
     prompts = load_source(args.data, cfg.task)
@@ -57,7 +63,8 @@ def run_eval(args: argparse.Namespace) -> int:
         source=args.data,
     )
     task = args.data.split(":")[0] if ":" in args.data and not Path(args.data).exists() else None
-    reward = RewardRunner(resolve_reward(args.reward or cfg.reward.fn, task), cfg.reward.timeout)
+    reward_fn = resolve_reward(args.reward or cfg.reward.fn, task)
+    reward = RewardRunner(reward_fn, cfg.reward.timeout, isolate=needs_isolation(reward_fn))
     engine = HFEngine(
         model,
         tok,
@@ -79,6 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
             success_threshold=cfg.budget.success_threshold,
             progress=lambda k: bar.advance(job, k),
         )
+    reward.close()
     res.update(
         {
             "model": args.model,

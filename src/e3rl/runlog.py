@@ -49,7 +49,8 @@ class RunLogger:
                 f"trainer.output_dir {self.run_dir} is not writable: {e.strerror}"
             ) from None
         self.path = self.run_dir / METRICS_FILE
-        self.console = Console(stderr=True, quiet=quiet)
+        self.console = Console(stderr=True)
+        self.quiet = quiet  # no progress bar; messages are still printed
         self.progress: Progress | None = None
         self.task = None
         self.last_row: dict | None = None
@@ -77,6 +78,8 @@ class RunLogger:
         self.last_row = rows[-1] if rows else None
 
     def start(self, total: int, done: int) -> None:
+        if self.quiet:
+            return
         self.progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),

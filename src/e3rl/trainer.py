@@ -5,10 +5,15 @@ policy, steer the temperature, log, validate, checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import random
+import signal
+import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +24,14 @@ import torch
 from e3rl import checkpoint as ckpt
 from e3rl.algos import group_advantages
 from e3rl.budget import DifficultyTracker, allocation_stats, make_allocator
-from e3rl.config import Config, diff_keys, dump_yaml, to_dict
-from e3rl.data import encode_prompts, load_source
+from e3rl.config import Config, ConfigError, diff_keys, dump_yaml, to_dict
+from e3rl.data import DataError, EncodedPrompts, encode_prompts, load_source
 from e3rl.evaluate import evaluate
 from e3rl.metrics import group_outcome_fractions
-from e3rl.models import load_policy
+from e3rl.models import load_policy, load_pretrained
 from e3rl.rewards import RewardRunner, resolve_reward
 from e3rl.rewards.length_bias import length_biased_rewards
+from e3rl.rewards.runner import needs_isolation
 from e3rl.rollout.hf import HFEngine
 from e3rl.runlog import RunLogger
 from e3rl.temperature import EntropyTemperatureController, masked_mean
@@ -40,11 +46,80 @@ RESUME_SAFE_KEYS = (
     "trainer.log_samples",
     "trainer.tensorboard",
     "trainer.output_dir",
+    "trainer.max_bad_steps",
 )
+
+# Test hook: comma-separated step numbers whose update loss is replaced by NaN (see policy_update).
+NAN_STEPS_ENV = "E3RL_TEST_NAN_STEPS"
 
 
 class ResumeError(RuntimeError):
     """Resuming is impossible or unsafe; the message says why and what to do."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. trainer.max_bad_steps skipped updates in a row)."""
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask for a graceful stop: the loop finishes its step, checkpoints and returns.
+
+    A second signal aborts at once (KeyboardInterrupt). The previous handlers come back on exit.
+    Handlers can only be set on the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+
+@dataclass
+class BadSteps:
+    """Counts steps in a row whose update was skipped (a non-finite loss or gradient)."""
+
+    limit: int
+    streak: int = 0
+    first: int = 0  # first step of the current streak
+
+    def record(self, step: int, skipped_updates: int) -> bool:
+        """Whether `step` was bad; a good step resets the streak."""
+        if not skipped_updates:
+            self.streak = 0
+            return False
+        self.first = step if self.streak == 0 else self.first
+        self.streak += 1
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        return self.streak >= self.limit
+
+
+def _nan_steps_from_env() -> set[int]:
+    """Test hook: the steps listed in E3RL_TEST_NAN_STEPS get a NaN loss (to test the guards)."""
+    raw = os.environ.get(NAN_STEPS_ENV, "")
+    try:
+        return {int(s) for s in raw.split(",") if s.strip()}
+    except ValueError:
+        raise ConfigError(
+            f"{NAN_STEPS_ENV}={raw!r} is invalid: expected comma-separated step numbers"
+        ) from None
 
 
 @dataclass
@@ -139,6 +214,40 @@ def _make_allocator(cfg: Config):
     )
 
 
+def load_data(cfg: Config, tokenizer, log) -> tuple[EncodedPrompts, EncodedPrompts | None]:
+    """Training and validation prompts, tokenised; skipped and dropped records reported."""
+    out = []
+    for name, source in (("training", cfg.data.train), ("validation", cfg.data.val)):
+        if source is None:
+            out.append(None)
+            continue
+        prompts = load_source(source, cfg.task)
+        if name == "validation" and cfg.data.val_limit:
+            prompts = prompts[: cfg.data.val_limit]
+        if getattr(prompts, "skipped", None):
+            log.info(f"skipped {len(prompts.skipped)} {name} records, e.g. {prompts.skipped[0]}")
+        enc = encode_prompts(
+            prompts,
+            tokenizer,
+            cfg.data.max_prompt_tokens,
+            cfg.data.on_too_long,
+            cfg.data.system_prompt,
+            source=source,
+        )
+        if enc.dropped:
+            log.info(
+                f"dropped {enc.dropped} {name} prompts over "
+                f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
+            )
+        out.append(enc)
+    if len(out[0].prompts) < cfg.data.batch_size:
+        raise DataError(
+            f"{cfg.data.train}: {len(out[0].prompts)} usable training prompts, fewer than "
+            f"data.batch_size={cfg.data.batch_size}; lower data.batch_size or add prompts"
+        )
+    return out[0], out[1]
+
+
 def validate(engine, val, reward, cfg: Config) -> dict[str, Any]:
     """Greedy accuracy on the validation prompts (plus pass@k when trainer.eval_n > 0)."""
     n = cfg.trainer.eval_n
@@ -163,12 +272,18 @@ def validate(engine, val, reward, cfg: Config) -> dict[str, Any]:
 def train(
     cfg: Config, resume: bool = False, resume_force: bool = False, quiet: bool = False
 ) -> dict[str, Any]:
-    """Runs (or resumes) training as configured; returns the final summary."""
+    """Runs (or resumes) training as configured; returns the final summary.
+
+    SIGINT/SIGTERM stop it gracefully: the current step finishes, a checkpoint is written, no
+    final model, and the summary says `stopped`. `trainer.max_bad_steps` skipped updates in a row
+    raise `TrainingError`, with the newest checkpoint from before the problem.
+    """
     t_start = time.perf_counter()
     run_dir = Path(cfg.trainer.output_dir)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     _seed_all(cfg.trainer.seed)
+    nan_steps = _nan_steps_from_env()
     log = RunLogger(run_dir, quiet=quiet, tensorboard=cfg.trainer.tensorboard)
     found = ckpt.list_checkpoints(run_dir) if resume else []
     latest = found[-1] if found else None
@@ -180,40 +295,15 @@ def train(
 
     # ---- model, data, reward
     device = _device(cfg.trainer.device)
-    model_path = str(latest) if latest is not None else None
-    model, tokenizer = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
-    if model_path is not None:  # weights of the checkpoint, architecture and tokenizer as built
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=model.dtype)
+    if latest is not None:  # the checkpoint holds the weights and the tokenizer
+        model, tokenizer = _load_checkpoint_model(latest, cfg.model.dtype)
+    else:
+        model, tokenizer = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
     model.to(device)
-    train_set = encode_prompts(
-        load_source(cfg.data.train, cfg.task),
-        tokenizer,
-        cfg.data.max_prompt_tokens,
-        cfg.data.on_too_long,
-        cfg.data.system_prompt,
-        source=cfg.data.train,
-    )
-    val_set = None
-    if cfg.data.val:
-        prompts = load_source(cfg.data.val, cfg.task)
-        prompts = prompts[: cfg.data.val_limit] if cfg.data.val_limit else prompts
-        val_set = encode_prompts(
-            prompts,
-            tokenizer,
-            cfg.data.max_prompt_tokens,
-            cfg.data.on_too_long,
-            cfg.data.system_prompt,
-            source=cfg.data.val,
-        )
-    if train_set.dropped:
-        log.info(
-            f"dropped {train_set.dropped} training prompts over "
-            f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
-        )
+    train_set, val_set = load_data(cfg, tokenizer, log)
     task_name = cfg.data.train.split(":")[0] if ":" in cfg.data.train else None
-    reward = RewardRunner(resolve_reward(cfg.reward.fn, task_name), timeout=cfg.reward.timeout)
+    reward_fn = resolve_reward(cfg.reward.fn, task_name)
+    reward = RewardRunner(reward_fn, cfg.reward.timeout, isolate=needs_isolation(reward_fn))
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algo.kl_coef > 0 else None
 
     # ---- the method's controllers
@@ -245,16 +335,9 @@ def train(
     }
 
     if latest is not None:
-        saved, optim_state = ckpt.load_checkpoint(latest)
-        optimizer.load_state_dict(optim_state["optimizer"])
-        scheduler.load_state_dict(optim_state["scheduler"])
-        ckpt.set_rng_state(optim_state["rng"], sampler)
-        alloc_rng.bit_generator.state = saved["alloc_rng"]
-        tracker.load_state_dict(saved["tracker"])
-        if controller is not None and saved.get("controller"):
-            controller.load_state_dict(saved["controller"])
-        batches.epoch, batches.position = saved["epoch"], saved["position"]
-        state.update(saved["state"])
+        _restore(
+            latest, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state
+        )
         log.truncate(state["step"])
         if state["step"] >= cfg.trainer.total_steps:
             log.info(
@@ -264,7 +347,10 @@ def train(
             return _read_summary(run_dir)
         log.info(f"resumed from {latest} at step {state['step']}")
 
+    saved_at = state["step"] if latest is not None else None  # step of the newest checkpoint
+
     def save(step: int) -> None:
+        nonlocal saved_at
         ckpt.save_checkpoint(
             run_dir,
             step,
@@ -286,6 +372,7 @@ def train(
             },
             keep=cfg.trainer.keep_checkpoints,
         )
+        saved_at = step
 
     if state["step"] == 0 and val_set is not None:
         state["base_val_accuracy"] = validate(engine, val_set, reward, cfg)["val_accuracy"]
@@ -296,125 +383,142 @@ def train(
 
     total = cfg.trainer.total_steps
     budget = cfg.rollout.n * cfg.data.batch_size
+    bad_steps = BadSteps(cfg.trainer.max_bad_steps)
     log.start(total, state["step"])
-    for step in range(state["step"] + 1, total + 1):
-        timer = {}
-        # ---- 1. prompts and their rollout counts
-        idx, new_epoch = batches.next()
-        if new_epoch:
-            tracker.end_epoch()
-        prompts = [train_set.prompts[i] for i in idx]
-        ids = [p.id for p in prompts]
-        ranks = tracker.ranks(ids)  # before this step's results: what the allocator saw
-        counts = allocator.allocate(ids, budget, tracker, batches.epoch, step, alloc_rng)
-        temperature = controller.temperature if controller else cfg.rollout.temperature
+    with StopOnSignal() as stop, contextlib.closing(log), contextlib.closing(reward):
+        for step in range(state["step"] + 1, total + 1):
+            timer = {}
+            # ---- 1. prompts and their rollout counts
+            idx, new_epoch = batches.next()
+            if new_epoch:
+                tracker.end_epoch()
+            prompts = [train_set.prompts[i] for i in idx]
+            ids = [p.id for p in prompts]
+            ranks = tracker.ranks(ids)  # before this step's results: what the allocator saw
+            counts = allocator.allocate(ids, budget, tracker, batches.epoch, step, alloc_rng)
+            temperature = controller.temperature if controller else cfg.rollout.temperature
 
-        # ---- 2. rollouts
-        t0 = time.perf_counter()
-        r = engine.generate(
-            [train_set.token_ids[i] for i in idx], counts, temperature, cfg.rollout.max_new_tokens
-        )
-        timer["time_generate"] = time.perf_counter() - t0
+            # ---- 2. rollouts
+            t0 = time.perf_counter()
+            r = engine.generate(
+                [train_set.token_ids[i] for i in idx],
+                counts,
+                temperature,
+                cfg.rollout.max_new_tokens,
+            )
+            timer["time_generate"] = time.perf_counter() - t0
 
-        # ---- 3. rewards (raw ones feed the tracker; shaped ones feed the advantages)
-        t0 = time.perf_counter()
-        reward.reset_counts()
-        owner = r.prompt_index.tolist()
-        raw = reward(r.texts, [prompts[i].answer for i in owner], [prompts[i].meta for i in owner])
-        shaped = raw
-        if cfg.reward.length_bias.mu > 0:
-            if tracker.num_seen == 0:
-                if not state["length_bias_warned"]:
-                    log.info("length bias: no difficulty history yet, not applied this step")
-                    state["length_bias_warned"] = True
-            else:
-                shaped = length_biased_rewards(
-                    raw,
-                    r.response_lengths.tolist(),
-                    [float(ranks[i]) for i in owner],
-                    cfg.reward.length_bias.mu,
-                    cfg.reward.length_bias.threshold,
-                    cfg.budget.success_threshold,
-                )
-        tracker.update([ids[i] for i in owner], raw)
-        timer["time_reward"] = time.perf_counter() - t0
+            # ---- 3. rewards (raw ones feed the tracker; shaped ones feed the advantages)
+            t0 = time.perf_counter()
+            reward.reset_counts()
+            owner = r.prompt_index.tolist()
+            raw = reward(
+                r.texts, [prompts[i].answer for i in owner], [prompts[i].meta for i in owner]
+            )
+            shaped = raw
+            if cfg.reward.length_bias.mu > 0:
+                if tracker.num_seen == 0:
+                    if not state["length_bias_warned"]:
+                        log.info("length bias: no difficulty history yet, not applied this step")
+                        state["length_bias_warned"] = True
+                else:
+                    shaped = length_biased_rewards(
+                        raw,
+                        r.response_lengths.tolist(),
+                        [float(ranks[i]) for i in owner],
+                        cfg.reward.length_bias.mu,
+                        cfg.reward.length_bias.threshold,
+                        cfg.budget.success_threshold,
+                    )
+            tracker.update([ids[i] for i in owner], raw)
+            timer["time_reward"] = time.perf_counter() - t0
 
-        # ---- 4. policy update at the sampling temperature
-        t0 = time.perf_counter()
-        adv = group_advantages(
-            torch.tensor(shaped), r.prompt_index, cfg.algo.adv_estimator, cfg.algo.adv_eps
-        )
-        ref_lp = (
-            reference_logprobs(ref_model, r, temperature, cfg.algo.micro_batch_size)
-            if ref_model is not None
-            else None
-        )
-        upd = policy_update(
-            model, optimizer, r, adv, temperature, cfg.algo, cfg.optim.grad_clip, ref_lp, sampler
-        )
-        scheduler.step()
-        timer["time_update"] = time.perf_counter() - t0
+            # ---- 4. policy update at the sampling temperature (skipped if not finite)
+            t0 = time.perf_counter()
+            adv = group_advantages(
+                torch.tensor(shaped), r.prompt_index, cfg.algo.adv_estimator, cfg.algo.adv_eps
+            )
+            ref_lp = (
+                reference_logprobs(ref_model, r, temperature, cfg.algo.micro_batch_size)
+                if ref_model is not None
+                else None
+            )
+            upd = policy_update(
+                model,
+                optimizer,
+                r,
+                adv,
+                temperature,
+                cfg.algo,
+                cfg.optim.grad_clip,
+                ref_lp,
+                sampler,
+                inject_nan=step in nan_steps,
+            )
+            _advance_schedule(scheduler)
+            timer["time_update"] = time.perf_counter() - t0
 
-        # ---- 5. temperature control on the token-weighted entropy of this step's samples
-        entropy = masked_mean(r.entropy, r.response_mask)
-        target = controller.target_entropy if controller else None
-        if controller is not None:
-            controller.update(entropy)
+            # ---- 5. temperature control on the token-weighted entropy of this step's samples
+            entropy = masked_mean(r.entropy, r.response_mask)
+            target = controller.target_entropy if controller else None
+            if controller is not None:
+                controller.update(entropy)
 
-        # ---- 6. metrics, validation, checkpoint
-        state["step"] = step
-        state["cum_rollouts"] += len(r)
-        state["cum_tokens"] += r.num_tokens
-        alloc = allocation_stats(counts)
-        row = {
-            "step": step,
-            "epoch": batches.epoch,
-            "rollouts": len(r),
-            "tokens": r.num_tokens,
-            "cum_rollouts": state["cum_rollouts"],
-            "cum_tokens": state["cum_tokens"],
-            "reward_mean": float(np.mean(shaped)),
-            "accuracy": float(np.mean([x >= cfg.budget.success_threshold for x in raw])),
-            **group_outcome_fractions(raw, owner, cfg.budget.success_threshold),
-            "alloc_min": alloc["min"],
-            "alloc_mean": alloc["mean"],
-            "alloc_max": alloc["max"],
-            "alloc_hist": {str(k): v for k, v in alloc["hist"].items()},
-            "entropy": entropy,
-            "entropy_t1": masked_mean(r.entropy_t1, r.response_mask),
-            "temperature": temperature,
-            "target_entropy": target,
-            "next_temperature": controller.temperature if controller else temperature,
-            "response_length": float(r.response_lengths.float().mean()),
-            "truncated_frac": float(r.truncated.float().mean()),
-            "reward_errors": reward.errors,
-            "reward_timeouts": reward.timeouts,
-            "lr": scheduler.get_last_lr()[0],
-            **upd,
-            **timer,
-        }
-        if reward.samples:
-            log.info(f"step {step}: reward failures, e.g. {reward.samples[0]}")
-        if (
-            val_set is not None
-            and cfg.trainer.eval_every
-            and step % cfg.trainer.eval_every == 0
-            and step != total
-        ):
-            v = validate(engine, val_set, reward, cfg)
-            log.sample(step, v.pop("_sample"))
-            row.update(v)
-        if step == total and val_set is not None:
-            v = validate(engine, val_set, reward, cfg)
-            log.sample(step, v.pop("_sample"))
-            row.update(v)
-        log.step(row)
-        # The last step is always checkpointed: a finished run can be extended with --resume.
-        if step == total or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
-            save(step)
+            # ---- 6. metrics, validation, checkpoint
+            state["step"] = step
+            state["cum_rollouts"] += len(r)
+            state["cum_tokens"] += r.num_tokens
+            alloc = allocation_stats(counts)
+            row = {
+                "step": step,
+                "epoch": batches.epoch,
+                "rollouts": len(r),
+                "tokens": r.num_tokens,
+                "cum_rollouts": state["cum_rollouts"],
+                "cum_tokens": state["cum_tokens"],
+                "reward_mean": float(np.mean(shaped)),
+                "accuracy": float(np.mean([x >= cfg.budget.success_threshold for x in raw])),
+                **group_outcome_fractions(raw, owner, cfg.budget.success_threshold),
+                "alloc_min": alloc["min"],
+                "alloc_mean": alloc["mean"],
+                "alloc_max": alloc["max"],
+                "alloc_hist": {str(k): v for k, v in alloc["hist"].items()},
+                "alloc_by_level": _mean_count_by_level(counts, prompts),
+                "entropy": entropy,
+                "entropy_t1": masked_mean(r.entropy_t1, r.response_mask),
+                "temperature": temperature,
+                "target_entropy": target,
+                "next_temperature": controller.temperature if controller else temperature,
+                "response_length": float(r.response_lengths.float().mean()),
+                "truncated_frac": float(r.truncated.float().mean()),
+                "reward_errors": reward.errors,
+                "reward_timeouts": reward.timeouts,
+                "lr": scheduler.get_last_lr()[0],
+                **upd,
+                **timer,
+            }
+            if reward.samples:
+                log.info(f"step {step}: reward failures, e.g. {reward.samples[0]}")
+            if val_set is not None and (
+                step == total or (cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0)
+            ):
+                v = validate(engine, val_set, reward, cfg)
+                log.sample(step, v.pop("_sample"))
+                row.update(v)
+            log.step(row)
+            # A bad step is never checkpointed: the newest checkpoint stays from before the
+            # problem. The last step is always checkpointed, so --resume can extend the run.
+            if bad_steps.record(step, upd["skipped_updates"]):
+                _report_bad_step(bad_steps, step, saved_at, run_dir, log)
+            elif step == total or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
+                save(step)
+            if stop.received and step < total:
+                if saved_at != step and not bad_steps.streak:
+                    save(step)
+                log.info(_stop_message(stop.received, step, saved_at))
+                return _stopped_summary(state, saved_at, run_dir, t_start)
 
     # ---- final model and summary
-    log.close()
     final_dir = run_dir / "final"
     model.save_pretrained(final_dir, safe_serialization=True)
     tokenizer.save_pretrained(final_dir)
@@ -433,6 +537,103 @@ def train(
     return summary
 
 
+def _mean_count_by_level(counts: list[int], prompts) -> dict[str, float]:
+    """Mean rollouts per prompt of each difficulty level: where the budget went."""
+    by: dict[str, list[int]] = {}
+    for c, p in zip(counts, prompts, strict=True):
+        if "level" in p.meta:
+            by.setdefault(str(p.meta["level"]), []).append(c)
+    return {k: sum(v) / len(v) for k, v in sorted(by.items())}
+
+
+def _advance_schedule(scheduler) -> None:
+    """One scheduler step, even when every optimizer step was skipped (non-finite): the schedule
+    follows the step count. torch warns about that order; here it is deliberate."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        scheduler.step()
+
+
+def _load_checkpoint_model(path: Path, dtype: str):
+    """(model, tokenizer) of a checkpoint; a corrupt one is a CheckpointError naming it."""
+    try:
+        return load_pretrained(path, dtype=dtype)
+    except Exception as e:  # a truncated or garbled file fails in many ways, all meaning "corrupt"
+        cause = e.__context__ or e  # what load_pretrained wrapped, if it did
+        why = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise ckpt.CheckpointError(
+            f"checkpoint {path}: the model is unreadable or corrupt ({type(cause).__name__}: "
+            f"{why[:200]}); delete this checkpoint directory to resume from an older one"
+        ) from None
+
+
+def _restore(path, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state):
+    """Puts the training state saved in checkpoint `path` back into the run's objects."""
+    saved, optim_state = ckpt.load_checkpoint(path)
+    try:
+        optimizer.load_state_dict(optim_state["optimizer"])
+        scheduler.load_state_dict(optim_state["scheduler"])
+        ckpt.set_rng_state(optim_state["rng"], sampler)
+        alloc_rng.bit_generator.state = saved["alloc_rng"]
+        tracker.load_state_dict(saved["tracker"])
+        if controller is not None and saved.get("controller"):
+            controller.load_state_dict(saved["controller"])
+        batches.epoch, batches.position = saved["epoch"], saved["position"]
+        state.update(saved["state"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt ({type(e).__name__}: {e}); delete this "
+            "checkpoint directory to resume from an older one"
+        ) from None
+
+
+def _report_bad_step(bad: BadSteps, step: int, saved_at: int | None, run_dir: Path, log) -> None:
+    """Logs a skipped update; at trainer.max_bad_steps in a row, stops the run (TrainingError)."""
+    log.info(
+        f"step {step}: update skipped, non-finite loss or gradient "
+        f"({bad.streak} in a row, trainer.max_bad_steps={bad.limit}); no checkpoint at this step"
+    )
+    if not bad.exhausted:
+        return
+    if saved_at is None:
+        where = "no checkpoint was written before the problem"
+    else:
+        where = (
+            f"the newest checkpoint, {run_dir / ckpt.CKPT_DIR / f'step-{saved_at:06d}'}, "
+            f"is from step {saved_at}, before the problem"
+        )
+    raise TrainingError(
+        f"steps {bad.first}-{step}: {bad.streak} updates in a row had a non-finite loss or "
+        f"gradient (trainer.max_bad_steps={bad.limit}); {where}. Lower optim.lr or check the "
+        "rewards, then resume with --resume (--resume-force if the config changed)"
+    )
+
+
+def _stop_message(signame: str, step: int, saved_at: int | None) -> str:
+    if saved_at == step:
+        return f"{signame}: stopped at step {step}; resume with --resume"
+    if saved_at is None:  # only when every step so far was skipped as non-finite
+        return f"{signame}: stopped at step {step}; no checkpoint yet, so a new run starts over"
+    return (
+        f"{signame}: stopped at step {step}, whose update was skipped (non-finite), so the "
+        f"newest checkpoint is from step {saved_at}; resume with --resume"
+    )
+
+
+def _stopped_summary(state: dict, saved_at: int | None, run_dir: Path, t_start: float) -> dict:
+    """The summary of a run stopped by a signal: no final model, where to resume from."""
+    return {
+        "stopped": True,
+        "steps": state["step"],
+        "rollouts": state["cum_rollouts"],
+        "tokens": state["cum_tokens"],
+        "checkpoint": (
+            str(run_dir / ckpt.CKPT_DIR / f"step-{saved_at:06d}") if saved_at is not None else None
+        ),
+        "wall_seconds": time.perf_counter() - t_start,
+    }
+
+
 def _read_summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -444,7 +645,18 @@ def _check_resume_config(run_dir: Path, cfg: Config, force: bool, log) -> None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text())
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ResumeError(
+            f"{path} is corrupt ({type(e).__name__}); it records the run's config for --resume: "
+            "restore it or use a new trainer.output_dir"
+        ) from None
+    if not isinstance(old, dict):
+        raise ResumeError(
+            f"{path} is corrupt (not a mapping); it records the run's config for --resume: "
+            "restore it or use a new trainer.output_dir"
+        )
     changed = [k for k in diff_keys(old, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
     if not changed:
         return

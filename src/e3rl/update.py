@@ -63,8 +63,14 @@ def policy_update(
     grad_clip: float,
     ref_logprobs: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    inject_nan: bool = False,
 ) -> dict[str, float]:
-    """Runs cfg.ppo_epochs x cfg.minibatches optimizer steps; returns averaged statistics."""
+    """Runs cfg.ppo_epochs x cfg.minibatches optimizer steps; returns averaged statistics.
+
+    A minibatch whose loss or gradient is not finite skips its optimizer step (weights and
+    optimizer moments untouched) and is counted in `skipped_updates`. `inject_nan` (a test hook,
+    see trainer.E3RL_TEST_NAN_STEPS) replaces every loss by NaN.
+    """
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
@@ -79,6 +85,7 @@ def policy_update(
                 continue
             num_tokens = rollouts.response_mask[mb].sum().clamp(min=1)
             optimizer.zero_grad(set_to_none=True)
+            finite = True
             for idx in mb.split(cfg.micro_batch_size):
                 ids, attn, p, width = _trim(rollouts, idx)
                 ids, attn = ids.to(dev), attn.to(dev)
@@ -106,13 +113,22 @@ def policy_update(
                     num_seqs=len(mb),
                     norm_len=rollouts.response_mask.shape[1],
                 )
+                if inject_nan:
+                    loss = loss * math.nan
+                if not torch.isfinite(loss):  # checked before backward: no NaN reaches a gradient
+                    finite = False
+                    break
                 loss.backward()
                 stats["loss"] += float(loss.detach())
                 stats["clip_frac"] += float((clipped * mask).sum())
                 tokens_seen += float(mask.sum())
-            norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-            if not torch.isfinite(norm):
-                # A non-finite gradient would poison the weights and the optimizer's moments.
+            norm = (
+                torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+                if finite
+                else None
+            )
+            if norm is None or not torch.isfinite(norm):
+                # A non-finite loss or gradient would poison the weights and the optimizer's moments.
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
                 continue

@@ -24,7 +24,7 @@ import torch
 from e3rl.config import ModelConfig, TaskConfig
 from e3rl.tasks import TASKS
 
-FORMAT_VERSION = 2  # bump when the task format or the warm start changes meaning
+FORMAT_VERSION = 3  # bump when the task format or the warm start changes meaning
 
 
 def cache_dir() -> Path:
@@ -112,8 +112,9 @@ def tiny_base_model(cfg: ModelConfig, task: TaskConfig, seed: int):
     model = build_tiny_model(cfg.tiny, tokenizer, seed)
     if cfg.warm_start.steps > 0:
         held_out = {p.question for p in parts["val"]}
+        pick = random.Random(seed)
         examples = (
-            (p.question, p.solution)
+            (p.question, p.solution if pick.random() < task.worked_fraction else p.direct)
             for p in module.stream(task.levels, seed + 10_000, exclude=held_out)
         )
         ws = cfg.warm_start

@@ -8,3 +8,67 @@ def starts_with_digit(response: str, answer: str, **info) -> float:
 
 def raises(response: str, answer: str, **info) -> float:
     raise RuntimeError("boom")
+
+
+def sleeps(response: str, answer: str, **info) -> float:
+    """Hangs (far beyond any reward.timeout a test sets)."""
+    import time
+
+    time.sleep(30)
+    return 1.0
+
+
+def returns_nan(response: str, answer: str, **info) -> float:
+    return float("nan")
+
+
+def returns_text(response: str, answer: str, **info):
+    return "correct"
+
+
+_signalled = False
+
+
+def signals_once(response: str, answer: str, **info) -> float:
+    """Sends the training process the signal named by E3RL_TEST_SIGNAL (default SIGINT), once.
+
+    User rewards run in a worker process (see RewardRunner.isolate): its parent is the trainer.
+    """
+    import multiprocessing
+    import os
+    import signal
+
+    global _signalled
+    if not _signalled:
+        _signalled = True
+        parent = multiprocessing.parent_process()
+        pid = parent.pid if parent is not None else os.getpid()
+        os.kill(pid, getattr(signal, os.environ.get("E3RL_TEST_SIGNAL", "SIGINT")))
+    return 0.0
+
+
+def hangs_unless_ok(response: str, answer: str, **info) -> float:
+    """'ok' scores 1; anything else hangs with SIGALRM blocked, as C code that never checks for
+    signals does: only killing the process stops it."""
+    import signal
+    import time
+
+    if response == "ok":
+        return 1.0
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(60)
+    return 1.0
+
+
+def crashes_unless_ok(response: str, answer: str, **info) -> float:
+    """'ok' scores 1; anything else ends the process at once (as a segfault in C code would)."""
+    import os
+
+    if response == "ok":
+        return 1.0
+    os._exit(3)
+
+
+def by_level(response: str, answer: str, level: int = 0, **info) -> float:
+    """Level 1 is always solved; other levels are a coin flip on the response's length."""
+    return 1.0 if level == 1 else float(len(response) % 2 == 0)

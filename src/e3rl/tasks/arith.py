@@ -2,26 +2,29 @@
 
 Why this task: the method under study pays off only when difficulty really varies inside the
 data set (some prompts almost always solved, others rarely). Here difficulty is set by the number
-of operand digits and of operations, so after a short warm start a tiny model solves level 1
-almost always and level 6 almost never, and RL has room in between.
+of operations and the size of the operands, so after a short warm start a tiny model solves
+level 1 almost always and the last levels rarely, and RL has room in between.
 
-A prompt is `37+48-5=`; the worked answer evaluates left to right, one operation per step:
-`37+48=85,85-5=80#80` (a single operation is answered directly: `#85`). The final answer follows `#` (or sits in `\\boxed{}` for chat models).
+A prompt is `7+8-5=`; the worked answer evaluates left to right, one operation per step:
+`7+8=15,15-5=10#10` (a single operation is answered directly: `#15`). The final answer follows
+`#` (or sits in `\\boxed{}` for chat models).
 
-| level | first operand | other operands | operations |
-|-------|---------------|----------------|------------|
-| 1     | 1 digit       | 1 digit        | 1          |
-| 2     | 1 digit       | 1 digit        | 2          |
-| 3     | 2 digits      | 1 digit        | 1          |
-| 4     | 2 digits      | 1 digit        | 2          |
-| 5     | 2 digits      | 2 digits       | 1          |
-| 6     | 2 digits      | 2 digits       | 2          |
-| 7     | 3 digits      | 3 digits       | 1          |
-| 8     | 3 digits      | 2 digits       | 3          |
+| level | operands                          | operations |
+|-------|-----------------------------------|------------|
+| 1     | 1 digit, running value in 0..19   | 1          |
+| 2     | 1 digit, running value in 0..19   | 2          |
+| 3     | 1 digit, running value in 0..19   | 3          |
+| 4     | 1 digit, running value in 0..19   | 4          |
+| 5     | 1 digit, running value in 0..19   | 5          |
+| 6     | 2 digits                          | 1          |
+| 7     | 2 digits                          | 2          |
+| 8     | 3 digits                          | 1          |
 
-Multi-step problems can be answered directly (`#80`) or worked step by step; the worked answer
-is far more often right. The warm start shows both forms (`worked_fraction`), so the base policy
-sometimes reasons and sometimes guesses: one thing RL can learn is when to work it out.
+Multi-step problems can be answered directly (`#10`) or worked step by step. Every step of
+levels 1-5 is a small fact the model knows, so the worked answer is far more often right. The
+warm start shows both forms (`worked_fraction`), so the base policy sometimes works the problem
+out and sometimes guesses: the first thing RL learns is to work it out. Levels 6-8 have no such
+shortcut: their steps are hard in themselves.
 """
 
 from __future__ import annotations
@@ -32,16 +35,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-# (digits of the first operand, digits of the others, number of operations)
-LEVELS: dict[int, tuple[int, int, int]] = {
-    1: (1, 1, 1),
-    2: (1, 1, 2),
-    3: (2, 1, 1),
-    4: (2, 1, 2),
-    5: (2, 2, 1),
-    6: (2, 2, 2),
-    7: (3, 3, 1),
-    8: (3, 2, 3),
+SMALL_MAX = 19  # levels 1-5 keep every intermediate value in 0..SMALL_MAX
+
+# level -> (digits of the first operand, digits of the others, operations, small running value)
+LEVELS: dict[int, tuple[int, int, int, bool]] = {
+    1: (1, 1, 1, True),
+    2: (1, 1, 2, True),
+    3: (1, 1, 3, True),
+    4: (1, 1, 4, True),
+    5: (1, 1, 5, True),
+    6: (2, 2, 1, False),
+    7: (2, 2, 2, False),
+    8: (3, 3, 1, False),
 }
 
 
@@ -68,13 +73,15 @@ def _operand(rng: random.Random, digits: int) -> int:
 def make_problem(rng: random.Random, level: int) -> Problem:
     if level not in LEVELS:
         raise ValueError(f"arith level {level} does not exist; valid levels: {sorted(LEVELS)}")
-    first_digits, other_digits, ops = LEVELS[level]
+    first_digits, other_digits, ops, small = LEVELS[level]
     value = _operand(rng, first_digits)
     expr, steps = str(value), []
     for _ in range(ops):
         op = rng.choice("+-")
         b = _operand(rng, other_digits)
         new = value + b if op == "+" else value - b
+        if small and not 0 <= new <= SMALL_MAX:  # the other operation keeps it in range
+            op, new = ("-", value - b) if op == "+" else ("+", value + b)
         steps.append(f"{value}{op}{b}={new}")
         expr += f"{op}{b}"
         value = new

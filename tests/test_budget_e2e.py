@@ -8,14 +8,24 @@ from conftest import TINY
 from e3rl.config import load_config
 from e3rl.trainer import train
 
-COMMON = [*TINY, "task.levels=[1,2]", "task.train_size=8", "data.batch_size=4", "rollout.n=4",
-          "reward.fn=toy_rewards:by_level", "data.val=null", "trainer.total_steps=8"]
+COMMON = [
+    *TINY,
+    "task.levels=[1,2]",
+    "task.train_size=8",
+    "data.batch_size=4",
+    "rollout.n=4",
+    "reward.fn=toy_rewards:by_level",
+    "data.val=null",
+    "trainer.total_steps=8",
+]
 
 
 @pytest.mark.parametrize(
     "allocator",
-    [["budget.allocator=rank", "budget.n_low=2", "budget.n_high=6", "budget.widen_every=1"],
-     ["budget.allocator=value", "budget.n_min=1", "budget.n_max=7", "budget.recheck_prob=0"]],
+    [
+        ["budget.allocator=rank", "budget.n_low=2", "budget.n_high=6", "budget.widen_every=1"],
+        ["budget.allocator=value", "budget.n_min=1", "budget.n_max=7", "budget.recheck_prob=0"],
+    ],
 )
 def test_allocation_moves_to_hard_prompts(tmp_path, allocator):
     cfg = load_config(None, [*COMMON, *allocator, f"trainer.output_dir={tmp_path}"])

@@ -8,14 +8,39 @@ from test_cli import run_cli
 
 def test_eval_end_to_end_matches_a_direct_recomputation(tmp_path):
     run = tmp_path / "run"
-    assert run_cli("train", *TINY, "trainer.total_steps=1", f"trainer.output_dir={run}",
-                   "--quiet").returncode == 0
-    res = run_cli("eval", str(run / "final"), "--data", "arith:val", "--n", "4", "--k", "1,2,4",
-                  "--max-new-tokens", "8", "--output-dir", str(tmp_path / "ev"), *TINY)
+    assert (
+        run_cli(
+            "train", *TINY, "trainer.total_steps=1", f"trainer.output_dir={run}", "--quiet"
+        ).returncode
+        == 0
+    )
+    res = run_cli(
+        "eval",
+        str(run / "final"),
+        "--data",
+        "arith:val",
+        "--n",
+        "4",
+        "--k",
+        "1,2,4",
+        "--max-new-tokens",
+        "8",
+        "--output-dir",
+        str(tmp_path / "ev"),
+        *TINY,
+    )
     assert res.returncode == 0, res.stderr
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    for key in ("greedy_accuracy", "mean_at_n", "pass_at_k", "entropy", "distinct_answers",
-                "num_prompts", "by_group", "items"):
+    for key in (
+        "greedy_accuracy",
+        "mean_at_n",
+        "pass_at_k",
+        "entropy",
+        "distinct_answers",
+        "num_prompts",
+        "by_group",
+        "items",
+    ):
         assert key in ev, key
     assert ev["num_prompts"] == 40 and set(ev["pass_at_k"]) == {"1", "2", "4"}
     assert 0 <= ev["greedy_accuracy"] <= 1 and ev["entropy"] >= 0
@@ -37,9 +62,14 @@ def test_eval_end_to_end_matches_a_direct_recomputation(tmp_path):
     correct = 0
     for p in load_source("arith:val", cfg.task):
         ids = tok(p.text, return_tensors="pt", add_special_tokens=False).input_ids
-        out = model.generate(ids, max_new_tokens=8, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            ids,
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
         correct += arith.score(text, p.answer)
     assert ev["greedy_accuracy"] == correct / 40
 
@@ -48,8 +78,16 @@ def test_report_on_two_real_runs(tmp_path):
     runs = []
     for name, extra in (("uniform", []), ("value", ["budget.allocator=value", "budget.n_min=2"])):
         run = tmp_path / name
-        res = run_cli("train", *TINY, *extra, "trainer.total_steps=4", "trainer.eval_every=2",
-                      "rollout.temperature_control=entropy", f"trainer.output_dir={run}", "--quiet")
+        res = run_cli(
+            "train",
+            *TINY,
+            *extra,
+            "trainer.total_steps=4",
+            "trainer.eval_every=2",
+            "rollout.temperature_control=entropy",
+            f"trainer.output_dir={run}",
+            "--quiet",
+        )
         assert res.returncode == 0, res.stderr
         runs.append(str(run))
     out = tmp_path / "report"

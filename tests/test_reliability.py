@@ -188,7 +188,8 @@ def test_a_nan_loss_skips_the_update_and_leaves_weights_untouched(tiny):
 
 
 def test_injected_nan_steps_are_skipped_counted_and_never_checkpointed(tmp_path, monkeypatch):
-    from e3rl.trainer import TrainingError, train
+    from e3rl.guards import TrainingError
+    from e3rl.trainer import train
 
     monkeypatch.setenv("E3RL_TEST_NAN_STEPS", "2,4,5")
     handler = signal.getsignal(signal.SIGINT)

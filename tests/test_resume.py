@@ -14,9 +14,16 @@ from conftest import TINY
 from test_cli import run_cli
 
 # Every piece of state the method adds: value allocator (tracker), temperature controller.
-ARGS = [*TINY, "budget.allocator=value", "budget.n_min=0", "budget.n_max=8",
-        "rollout.temperature_control=entropy", "trainer.total_steps=8", "trainer.save_every=2",
-        "--quiet"]
+ARGS = [
+    *TINY,
+    "budget.allocator=value",
+    "budget.n_min=0",
+    "budget.n_max=8",
+    "rollout.temperature_control=entropy",
+    "trainer.total_steps=8",
+    "trainer.save_every=2",
+    "--quiet",
+]
 VOLATILE = ("time_generate", "time_reward", "time_update")
 
 
@@ -29,9 +36,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     assert run_cli("train", *ARGS, f"trainer.output_dir={straight}").returncode == 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "e3rl.cli", "train", *ARGS,
-                             f"trainer.output_dir={crashed}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e3rl.cli", "train", *ARGS, f"trainer.output_dir={crashed}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = crashed / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline:  # kill as soon as step 3 is logged: between checkpoints

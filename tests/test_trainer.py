@@ -4,7 +4,8 @@ import pytest
 
 from conftest import TINY
 from e3rl.config import load_config
-from e3rl.trainer import Batches, train
+from e3rl.data import Batches
+from e3rl.trainer import train
 
 
 def _rows(run):

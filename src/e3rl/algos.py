@@ -41,12 +41,14 @@ def grpo_advantage(
     rewards: torch.Tensor, group_ids: torch.Tensor, eps: float = 1e-6
 ) -> torch.Tensor:
     """(r - mean_g) / (std_g + eps), unbiased std; a group of one gets 0."""
-    per_group_sum, n, _, mean = _group_stats(rewards, group_ids)
-    std = torch.sqrt(per_group_sum((rewards - mean) ** 2) / (n - 1).clamp(min=1))
-    denom = std + eps
-    # An all-equal group has no signal: 0, also when eps = 0 would make it 0/0.
-    adv = torch.where(denom > 0, (rewards - mean) / denom.clamp(min=1e-30), torch.zeros_like(std))
-    return torch.where(n > 1, adv, torch.zeros_like(adv))
+    r = rewards.double()  # float32 means of equal rewards leave rounding noise that eps amplifies
+    per_group_sum, n, _, mean = _group_stats(r, group_ids)
+    dev = r - mean
+    std = torch.sqrt(per_group_sum(dev**2) / (n - 1).clamp(min=1))
+    # An all-equal group has no signal: exactly 0 (no 0/0 when eps = 0, no rounding noise).
+    flat = std <= 1e-12 * (1 + mean.abs())
+    adv = torch.where(flat, torch.zeros_like(dev), dev / (std + eps).clamp(min=1e-30))
+    return torch.where(n > 1, adv, torch.zeros_like(adv)).to(rewards.dtype)
 
 
 @register_advantage("drgrpo")

@@ -11,7 +11,7 @@ from pathlib import Path
 from e3rl.config import ConfigError
 
 
-def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
+def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
     """The one argument without '=' is the config file; the others are overrides."""
     files = [a for a in items if "=" not in a]
     if len(files) > 1:
@@ -23,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
     from e3rl.config import load_config
     from e3rl.trainer import train
 
-    config, overrides = _split_config(args.args)
+    config, overrides = split_config_args(args.args)
     cfg = load_config(config, overrides)
     summary = train(
         cfg,
@@ -132,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before and after flags: argparse leaves the later ones over.
     args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if "=" not in a or a.startswith("-") or not hasattr(args, "args")]
+    bad = [
+        a for a in extra
+        if a.startswith("-") or not hasattr(args, "args")
+        or ("=" not in a and not a.endswith((".yaml", ".yml")))
+    ]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
@@ -141,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from e3rl.checkpoint import CheckpointError
     from e3rl.data import DataError
+    from e3rl.guards import TrainingError
     from e3rl.models import ModelError
-    from e3rl.trainer import ResumeError, TrainingError
+    from e3rl.resume import ResumeError
 
     hf_logging.disable_progress_bar()  # one bar per load and per checkpoint save: noise
     if os.environ.get("E3RL_DEBUG", "") not in ("", "0"):

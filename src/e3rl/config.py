@@ -107,7 +107,9 @@ class TaskConfig:
         _require(len(self.levels) > 0, "levels", self.levels, "a non-empty list of levels")
         _require(self.train_size >= 1, "train_size", self.train_size, "an integer >= 1")
         _require(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
-        _require(0 <= self.worked_fraction <= 1, "worked_fraction", self.worked_fraction, "in [0, 1]")
+        _require(
+            0 <= self.worked_fraction <= 1, "worked_fraction", self.worked_fraction, "in [0, 1]"
+        )
 
 
 @dataclass

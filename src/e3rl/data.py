@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from e3rl.config import TaskConfig
 from e3rl.tasks import TASKS
 
@@ -300,3 +302,31 @@ def encode_prompts(
             f"data.max_prompt_tokens={max_prompt_tokens}"
         )
     return EncodedPrompts(kept, ids, dropped)
+
+
+@dataclass
+class Batches:
+    """Epochs of shuffled prompt indices; the order is a pure function of (seed, epoch)."""
+
+    num_prompts: int
+    batch_size: int
+    seed: int
+    shuffle: bool
+    epoch: int = 0
+    position: int = 0  # batches already taken in this epoch
+
+    @property
+    def per_epoch(self) -> int:
+        return max(self.num_prompts // self.batch_size, 1)
+
+    def next(self) -> tuple[list[int], bool]:
+        """(prompt indices, whether this batch starts a new epoch)."""
+        new_epoch = False
+        if self.position >= self.per_epoch:
+            self.epoch, self.position, new_epoch = self.epoch + 1, 0, True
+        order = np.arange(self.num_prompts)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_prompts)
+        start = self.position * self.batch_size
+        self.position += 1
+        return order[start : start + self.batch_size].tolist(), new_epoch

@@ -14,12 +14,12 @@ from pathlib import Path
 from e3rl.config import apply_overrides, config_from_dict
 
 DEMO: dict = {
-    "model": {"path": "tiny", "warm_start": {"steps": 2000, "lr": 3e-3, "batch_size": 64}},
-    "task": {"levels": [1, 2, 3, 4, 5, 6, 7], "train_size": 4000, "val_size": 300},
+    "model": {"path": "tiny", "warm_start": {"steps": 1500, "lr": 3e-3, "batch_size": 48}},
+    "task": {"levels": [1, 2, 3, 4, 6, 7], "train_size": 4000, "val_size": 300},
     "data": {"train": "arith:train", "val": "arith:val", "batch_size": 16},
-    "rollout": {"n": 8, "max_new_tokens": 44, "temperature": 1.0},
-    "optim": {"lr": 2e-4, "warmup_steps": 10},
-    "trainer": {"total_steps": 200, "eval_every": 50, "save_every": 100, "threads": 2},
+    "rollout": {"n": 8, "max_new_tokens": 36, "temperature": 1.0},
+    "optim": {"lr": 5e-5, "warmup_steps": 10, "schedule": "cosine"},
+    "trainer": {"total_steps": 300, "eval_every": 50, "save_every": 100, "threads": 2},
 }
 
 

@@ -25,6 +25,7 @@ def _parse_ks(text: str, n: int) -> list[int]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from e3rl.cli import split_config_args
     from e3rl.data import encode_prompts, load_source
     from e3rl.evaluate import evaluate
     from e3rl.models import load_policy, load_pretrained, resolve_path
@@ -32,9 +33,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from e3rl.rewards.runner import needs_isolation
     from e3rl.rollout.hf import HFEngine
 
-    from e3rl.cli import _split_config
-
-    config, overrides = _split_config(args.args)
+    config, overrides = split_config_args(args.args)
     cfg = load_config(args.config or config, overrides)
     if args.n < 0:
         raise ConfigError(f"--n {args.n} is invalid: expected an integer >= 0")

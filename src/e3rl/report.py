@@ -261,6 +261,9 @@ def _fig_validation(runs: Sequence[RunData], colors: Mapping[str, Any]) -> Figur
     for run in with_val:
         for ax, x in zip(axes[0], ("cum_rollouts", "step"), strict=True):
             xs, ys = run.series("val_accuracy", x=x)
+            base = _as_float((run.summary or {}).get("base_val_accuracy"))
+            if base is not None:  # the base model, before any rollout: where the curve starts
+                xs, ys = np.concatenate([[0.0], xs]), np.concatenate([[base], ys])
             ax.plot(xs, ys, color=colors[run.name], marker="o", ms=3.5, **_STYLES["solid"])
     axes[0, 0].set_xlabel("cumulative rollouts (sampled responses)")
     axes[0, 0].xaxis.set_major_formatter(_count_formatter())

@@ -8,13 +8,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import random
-import signal
-import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +20,25 @@ import torch
 from e3rl import checkpoint as ckpt
 from e3rl.algos import group_advantages
 from e3rl.budget import DifficultyTracker, allocation_stats, make_allocator
-from e3rl.config import Config, ConfigError, diff_keys, dump_yaml, to_dict
-from e3rl.data import DataError, EncodedPrompts, encode_prompts, load_source
+from e3rl.config import Config, dump_yaml, to_dict
+from e3rl.data import Batches, DataError, EncodedPrompts, encode_prompts, load_source
 from e3rl.evaluate import evaluate
+from e3rl.guards import (
+    BadSteps,
+    StopOnSignal,
+    nan_steps_from_env,
+    report_bad_step,
+    stop_message,
+)
 from e3rl.metrics import group_outcome_fractions
-from e3rl.models import load_policy, load_pretrained
+from e3rl.models import load_policy
+from e3rl.resume import (
+    check_resume_config,
+    load_checkpoint_model,
+    read_summary,
+    restore,
+    stopped_summary,
+)
 from e3rl.rewards import RewardRunner, resolve_reward
 from e3rl.rewards.length_bias import length_biased_rewards
 from e3rl.rewards.runner import needs_isolation
@@ -36,118 +46,6 @@ from e3rl.rollout.hf import HFEngine
 from e3rl.runlog import RunLogger
 from e3rl.temperature import EntropyTemperatureController, masked_mean
 from e3rl.update import policy_update, reference_logprobs
-
-# Keys that may change on resume without changing what the run computes.
-RESUME_SAFE_KEYS = (
-    "trainer.total_steps",
-    "trainer.save_every",
-    "trainer.keep_checkpoints",
-    "trainer.eval_every",
-    "trainer.log_samples",
-    "trainer.tensorboard",
-    "trainer.output_dir",
-    "trainer.max_bad_steps",
-)
-
-# Test hook: comma-separated step numbers whose update loss is replaced by NaN (see policy_update).
-NAN_STEPS_ENV = "E3RL_TEST_NAN_STEPS"
-
-
-class ResumeError(RuntimeError):
-    """Resuming is impossible or unsafe; the message says why and what to do."""
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. trainer.max_bad_steps skipped updates in a row)."""
-
-
-class StopOnSignal:
-    """SIGINT/SIGTERM ask for a graceful stop: the loop finishes its step, checkpoints and returns.
-
-    A second signal aborts at once (KeyboardInterrupt). The previous handlers come back on exit.
-    Handlers can only be set on the main thread; elsewhere this does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-
-
-@dataclass
-class BadSteps:
-    """Counts steps in a row whose update was skipped (a non-finite loss or gradient)."""
-
-    limit: int
-    streak: int = 0
-    first: int = 0  # first step of the current streak
-
-    def record(self, step: int, skipped_updates: int) -> bool:
-        """Whether `step` was bad; a good step resets the streak."""
-        if not skipped_updates:
-            self.streak = 0
-            return False
-        self.first = step if self.streak == 0 else self.first
-        self.streak += 1
-        return True
-
-    @property
-    def exhausted(self) -> bool:
-        return self.streak >= self.limit
-
-
-def _nan_steps_from_env() -> set[int]:
-    """Test hook: the steps listed in E3RL_TEST_NAN_STEPS get a NaN loss (to test the guards)."""
-    raw = os.environ.get(NAN_STEPS_ENV, "")
-    try:
-        return {int(s) for s in raw.split(",") if s.strip()}
-    except ValueError:
-        raise ConfigError(
-            f"{NAN_STEPS_ENV}={raw!r} is invalid: expected comma-separated step numbers"
-        ) from None
-
-
-@dataclass
-class Batches:
-    """Epochs of shuffled prompt indices; the order is a pure function of (seed, epoch)."""
-
-    num_prompts: int
-    batch_size: int
-    seed: int
-    shuffle: bool
-    epoch: int = 0
-    position: int = 0  # batches already taken in this epoch
-
-    @property
-    def per_epoch(self) -> int:
-        return max(self.num_prompts // self.batch_size, 1)
-
-    def next(self) -> tuple[list[int], bool]:
-        """(prompt indices, whether this batch starts a new epoch)."""
-        new_epoch = False
-        if self.position >= self.per_epoch:
-            self.epoch, self.position, new_epoch = self.epoch + 1, 0, True
-        order = np.arange(self.num_prompts)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_prompts)
-        start = self.position * self.batch_size
-        self.position += 1
-        return order[start : start + self.batch_size].tolist(), new_epoch
 
 
 def _device(name: str) -> torch.device:
@@ -283,20 +181,20 @@ def train(
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     _seed_all(cfg.trainer.seed)
-    nan_steps = _nan_steps_from_env()
+    nan_steps = nan_steps_from_env()
     log = RunLogger(run_dir, quiet=quiet, tensorboard=cfg.trainer.tensorboard)
     found = ckpt.list_checkpoints(run_dir) if resume else []
     latest = found[-1] if found else None
     if resume and latest is None:
         log.info(f"no checkpoint in {run_dir}: starting from scratch")
     if latest is not None:
-        _check_resume_config(run_dir, cfg, resume_force, log)
+        check_resume_config(run_dir, cfg, resume_force, log)
     dump_yaml(cfg, run_dir / "config.yaml")
 
     # ---- model, data, reward
     device = _device(cfg.trainer.device)
     if latest is not None:  # the checkpoint holds the weights and the tokenizer
-        model, tokenizer = _load_checkpoint_model(latest, cfg.model.dtype)
+        model, tokenizer = load_checkpoint_model(latest, cfg.model.dtype)
     else:
         model, tokenizer = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
     model.to(device)
@@ -335,7 +233,7 @@ def train(
     }
 
     if latest is not None:
-        _restore(
+        restore(
             latest, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state
         )
         log.truncate(state["step"])
@@ -344,7 +242,7 @@ def train(
                 f"{run_dir} already finished at step {state['step']} "
                 f"(trainer.total_steps={cfg.trainer.total_steps}); nothing to train"
             )
-            return _read_summary(run_dir)
+            return read_summary(run_dir)
         log.info(f"resumed from {latest} at step {state['step']}")
 
     saved_at = state["step"] if latest is not None else None  # step of the newest checkpoint
@@ -509,14 +407,14 @@ def train(
             # A bad step is never checkpointed: the newest checkpoint stays from before the
             # problem. The last step is always checkpointed, so --resume can extend the run.
             if bad_steps.record(step, upd["skipped_updates"]):
-                _report_bad_step(bad_steps, step, saved_at, run_dir, log)
+                report_bad_step(bad_steps, step, saved_at, run_dir, log)
             elif step == total or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
                 save(step)
             if stop.received and step < total:
                 if saved_at != step and not bad_steps.streak:
                     save(step)
-                log.info(_stop_message(stop.received, step, saved_at))
-                return _stopped_summary(state, saved_at, run_dir, t_start)
+                log.info(stop_message(stop.received, step, saved_at))
+                return stopped_summary(state, saved_at, run_dir, t_start)
 
     # ---- final model and summary
     final_dir = run_dir / "final"
@@ -552,117 +450,3 @@ def _advance_schedule(scheduler) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
         scheduler.step()
-
-
-def _load_checkpoint_model(path: Path, dtype: str):
-    """(model, tokenizer) of a checkpoint; a corrupt one is a CheckpointError naming it."""
-    try:
-        return load_pretrained(path, dtype=dtype)
-    except Exception as e:  # a truncated or garbled file fails in many ways, all meaning "corrupt"
-        cause = e.__context__ or e  # what load_pretrained wrapped, if it did
-        why = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        raise ckpt.CheckpointError(
-            f"checkpoint {path}: the model is unreadable or corrupt ({type(cause).__name__}: "
-            f"{why[:200]}); delete this checkpoint directory to resume from an older one"
-        ) from None
-
-
-def _restore(path, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state):
-    """Puts the training state saved in checkpoint `path` back into the run's objects."""
-    saved, optim_state = ckpt.load_checkpoint(path)
-    try:
-        optimizer.load_state_dict(optim_state["optimizer"])
-        scheduler.load_state_dict(optim_state["scheduler"])
-        ckpt.set_rng_state(optim_state["rng"], sampler)
-        alloc_rng.bit_generator.state = saved["alloc_rng"]
-        tracker.load_state_dict(saved["tracker"])
-        if controller is not None and saved.get("controller"):
-            controller.load_state_dict(saved["controller"])
-        batches.epoch, batches.position = saved["epoch"], saved["position"]
-        state.update(saved["state"])
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
-        raise ckpt.CheckpointError(
-            f"checkpoint {path} is incomplete or corrupt ({type(e).__name__}: {e}); delete this "
-            "checkpoint directory to resume from an older one"
-        ) from None
-
-
-def _report_bad_step(bad: BadSteps, step: int, saved_at: int | None, run_dir: Path, log) -> None:
-    """Logs a skipped update; at trainer.max_bad_steps in a row, stops the run (TrainingError)."""
-    log.info(
-        f"step {step}: update skipped, non-finite loss or gradient "
-        f"({bad.streak} in a row, trainer.max_bad_steps={bad.limit}); no checkpoint at this step"
-    )
-    if not bad.exhausted:
-        return
-    if saved_at is None:
-        where = "no checkpoint was written before the problem"
-    else:
-        where = (
-            f"the newest checkpoint, {run_dir / ckpt.CKPT_DIR / f'step-{saved_at:06d}'}, "
-            f"is from step {saved_at}, before the problem"
-        )
-    raise TrainingError(
-        f"steps {bad.first}-{step}: {bad.streak} updates in a row had a non-finite loss or "
-        f"gradient (trainer.max_bad_steps={bad.limit}); {where}. Lower optim.lr or check the "
-        "rewards, then resume with --resume (--resume-force if the config changed)"
-    )
-
-
-def _stop_message(signame: str, step: int, saved_at: int | None) -> str:
-    if saved_at == step:
-        return f"{signame}: stopped at step {step}; resume with --resume"
-    if saved_at is None:  # only when every step so far was skipped as non-finite
-        return f"{signame}: stopped at step {step}; no checkpoint yet, so a new run starts over"
-    return (
-        f"{signame}: stopped at step {step}, whose update was skipped (non-finite), so the "
-        f"newest checkpoint is from step {saved_at}; resume with --resume"
-    )
-
-
-def _stopped_summary(state: dict, saved_at: int | None, run_dir: Path, t_start: float) -> dict:
-    """The summary of a run stopped by a signal: no final model, where to resume from."""
-    return {
-        "stopped": True,
-        "steps": state["step"],
-        "rollouts": state["cum_rollouts"],
-        "tokens": state["cum_tokens"],
-        "checkpoint": (
-            str(run_dir / ckpt.CKPT_DIR / f"step-{saved_at:06d}") if saved_at is not None else None
-        ),
-        "wall_seconds": time.perf_counter() - t_start,
-    }
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _check_resume_config(run_dir: Path, cfg: Config, force: bool, log) -> None:
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return
-    try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ResumeError(
-            f"{path} is corrupt ({type(e).__name__}); it records the run's config for --resume: "
-            "restore it or use a new trainer.output_dir"
-        ) from None
-    if not isinstance(old, dict):
-        raise ResumeError(
-            f"{path} is corrupt (not a mapping); it records the run's config for --resume: "
-            "restore it or use a new trainer.output_dir"
-        )
-    changed = [k for k in diff_keys(old, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
-    if not changed:
-        return
-    if not force:
-        raise ResumeError(
-            f"config changed since {path} was written: {', '.join(changed)}; resuming would mix "
-            "two runs. Use the same config, a new trainer.output_dir, or --resume-force"
-        )
-    log.info(f"--resume-force: resuming although {', '.join(changed)} changed")

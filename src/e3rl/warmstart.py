@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.progress import track
 
 from e3rl.config import ModelConfig, TaskConfig
 from e3rl.tasks import TASKS
@@ -81,7 +83,8 @@ def supervised_warm_start(
     )
     model.train()
     losses = []
-    for _ in range(steps):
+    for _ in track(range(steps), description="warm start (cached after this run)",
+                   console=Console(stderr=True), transient=True):
         ids, attn, labels = _batch(tokenizer, list(itertools.islice(examples, batch_size)))
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad(set_to_none=True)

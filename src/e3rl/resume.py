@@ -1,0 +1,109 @@
+"""Resuming a run: checking that the config still matches, restoring every piece of state."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from e3rl import checkpoint as ckpt
+from e3rl.config import Config, diff_keys, to_dict
+from e3rl.models import load_pretrained
+
+# Keys that may change on resume without changing what the run computes.
+RESUME_SAFE_KEYS = (
+    "trainer.total_steps",
+    "trainer.save_every",
+    "trainer.keep_checkpoints",
+    "trainer.eval_every",
+    "trainer.log_samples",
+    "trainer.tensorboard",
+    "trainer.output_dir",
+    "trainer.max_bad_steps",
+)
+
+
+class ResumeError(RuntimeError):
+    """Resuming is impossible or unsafe; the message says why and what to do."""
+
+
+def load_checkpoint_model(path: Path, dtype: str):
+    """(model, tokenizer) of a checkpoint; a corrupt one is a CheckpointError naming it."""
+    try:
+        return load_pretrained(path, dtype=dtype)
+    except Exception as e:  # a truncated or garbled file fails in many ways, all meaning "corrupt"
+        cause = e.__context__ or e  # what load_pretrained wrapped, if it did
+        why = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise ckpt.CheckpointError(
+            f"checkpoint {path}: the model is unreadable or corrupt ({type(cause).__name__}: "
+            f"{why[:200]}); delete this checkpoint directory to resume from an older one"
+        ) from None
+
+
+def restore(path, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state):
+    """Puts the training state saved in checkpoint `path` back into the run's objects."""
+    saved, optim_state = ckpt.load_checkpoint(path)
+    try:
+        optimizer.load_state_dict(optim_state["optimizer"])
+        scheduler.load_state_dict(optim_state["scheduler"])
+        ckpt.set_rng_state(optim_state["rng"], sampler)
+        alloc_rng.bit_generator.state = saved["alloc_rng"]
+        tracker.load_state_dict(saved["tracker"])
+        if controller is not None and saved.get("controller"):
+            controller.load_state_dict(saved["controller"])
+        batches.epoch, batches.position = saved["epoch"], saved["position"]
+        state.update(saved["state"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt ({type(e).__name__}: {e}); delete this "
+            "checkpoint directory to resume from an older one"
+        ) from None
+
+
+def stopped_summary(state: dict, saved_at: int | None, run_dir: Path, t_start: float) -> dict:
+    """The summary of a run stopped by a signal: no final model, where to resume from."""
+    return {
+        "stopped": True,
+        "steps": state["step"],
+        "rollouts": state["cum_rollouts"],
+        "tokens": state["cum_tokens"],
+        "checkpoint": (
+            str(run_dir / ckpt.CKPT_DIR / f"step-{saved_at:06d}") if saved_at is not None else None
+        ),
+        "wall_seconds": time.perf_counter() - t_start,
+    }
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def check_resume_config(run_dir: Path, cfg: Config, force: bool, log) -> None:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ResumeError(
+            f"{path} is corrupt ({type(e).__name__}); it records the run's config for --resume: "
+            "restore it or use a new trainer.output_dir"
+        ) from None
+    if not isinstance(old, dict):
+        raise ResumeError(
+            f"{path} is corrupt (not a mapping); it records the run's config for --resume: "
+            "restore it or use a new trainer.output_dir"
+        )
+    changed = [k for k in diff_keys(old, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
+    if not changed:
+        return
+    if not force:
+        raise ResumeError(
+            f"config changed since {path} was written: {', '.join(changed)}; resuming would mix "
+            "two runs. Use the same config, a new trainer.output_dir, or --resume-force"
+        )
+    log.info(f"--resume-force: resuming although {', '.join(changed)} changed")

@@ -26,11 +26,21 @@ ARMS: dict[str, list[str]] = {
     "value": ["budget.allocator=value", "budget.n_min=0", "budget.n_max=16"],
     "temp": ["rollout.temperature_control=entropy"],
     "temp_anneal": ["rollout.temperature_control=entropy", "temperature.anneal=true"],
-    "paper": ["budget.allocator=rank", "budget.widen_every=25", "budget.rank_refresh=epoch",
-              "rollout.temperature_control=entropy", "temperature.anneal=true",
-              "reward.length_bias.mu=1e-3"],
-    "e3rl": ["budget.allocator=value", "budget.n_min=0", "budget.n_max=16",
-             "rollout.temperature_control=entropy", "temperature.anneal=true"],
+    "paper": [
+        "budget.allocator=rank",
+        "budget.widen_every=25",
+        "budget.rank_refresh=epoch",
+        "rollout.temperature_control=entropy",
+        "temperature.anneal=true",
+        "reward.length_bias.mu=1e-3",
+    ],
+    "e3rl": [
+        "budget.allocator=value",
+        "budget.n_min=0",
+        "budget.n_max=16",
+        "rollout.temperature_control=entropy",
+        "temperature.anneal=true",
+    ],
 }
 
 
@@ -40,9 +50,20 @@ def _rows(run: Path) -> list[dict]:
 
 def run_arm(name: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
     run = out / f"{name}-s{seed}"
-    args = [sys.executable, "-m", "e3rl.cli", "train", "configs/demo.yaml", *ARMS[name], *extra,
-            f"trainer.seed={seed}", f"trainer.total_steps={steps}", f"trainer.output_dir={run}",
-            "trainer.save_every=0", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "e3rl.cli",
+        "train",
+        "configs/demo.yaml",
+        *ARMS[name],
+        *extra,
+        f"trainer.seed={seed}",
+        f"trainer.total_steps={steps}",
+        f"trainer.output_dir={run}",
+        "trainer.save_every=0",
+        "--quiet",
+    ]
     t0 = time.perf_counter()
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
     for heavy in ("checkpoints", "final"):  # weights stay out of the results folder
@@ -52,18 +73,30 @@ def run_arm(name: str, seed: int, steps: int, out: Path, extra: list[str]) -> di
     summary = json.loads((run / "summary.json").read_text())
     after = rows[len(rows) // 4 :]  # past the controller's warm-up
     return {
-        "arm": name, "seed": seed, "steps": steps, "wall_seconds": time.perf_counter() - t0,
+        "arm": name,
+        "seed": seed,
+        "steps": steps,
+        "wall_seconds": time.perf_counter() - t0,
         "base_val_accuracy": summary["base_val_accuracy"],
-        "final_val_accuracy": summary["final_val_accuracy"], "val_curve": val,
-        "rollouts": summary["rollouts"], "tokens": summary["tokens"],
+        "final_val_accuracy": summary["final_val_accuracy"],
+        "val_curve": val,
+        "rollouts": summary["rollouts"],
+        "tokens": summary["tokens"],
         "mean_frac_all_wrong": statistics.mean(r["frac_all_wrong"] for r in rows),
         "mean_frac_all_correct": statistics.mean(r["frac_all_correct"] for r in rows),
         "mean_frac_mixed": statistics.mean(r["frac_mixed"] for r in rows),
-        "entropy_first": rows[0]["entropy"], "entropy_last": rows[-1]["entropy"],
+        "entropy_first": rows[0]["entropy"],
+        "entropy_last": rows[-1]["entropy"],
         "target_entropy": rows[-1].get("target_entropy"),
-        "entropy_rel_dev": (statistics.mean(abs(r["entropy"] / r["target_entropy"] - 1)
-                                            for r in after if r.get("target_entropy"))
-                            if any(r.get("target_entropy") for r in after) else None),
+        "entropy_rel_dev": (
+            statistics.mean(
+                abs(r["entropy"] / r["target_entropy"] - 1)
+                for r in after
+                if r.get("target_entropy")
+            )
+            if any(r.get("target_entropy") for r in after)
+            else None
+        ),
         "temperature_last": rows[-1]["temperature"],
         "run_dir": str(run),
     }
@@ -76,9 +109,11 @@ def _ms(values: list[float]) -> str:
 
 
 def summarize(records: list[dict]) -> str:
-    lines = ["| arm | runs | base val acc | final val acc | gain (points) | all-wrong | "
-             "all-correct | mixed | entropy first → last |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | runs | base val acc | final val acc | gain (points) | all-wrong | "
+        "all-correct | mixed | entropy first → last |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for arm in dict.fromkeys(r["arm"] for r in records):
         rs = [r for r in records if r["arm"] == arm]
         gain = [100 * (r["final_val_accuracy"] - r["base_val_accuracy"]) for r in rs]
@@ -89,7 +124,8 @@ def summarize(records: list[dict]) -> str:
             f"{_ms([r['mean_frac_all_correct'] for r in rs])} | "
             f"{_ms([r['mean_frac_mixed'] for r in rs])} | "
             f"{statistics.mean(r['entropy_first'] for r in rs):.3f} → "
-            f"{statistics.mean(r['entropy_last'] for r in rs):.3f} |")
+            f"{statistics.mean(r['entropy_last'] for r in rs):.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -108,9 +144,12 @@ def main() -> None:
         for arm in a.arms.split(","):  # arms alternate inside a seed: drift hits all alike
             rec = run_arm(arm, seed, a.steps, out, a.overrides)
             records.append(rec)
-            print(f"{arm} seed {seed}: val {rec['base_val_accuracy']:.3f} -> "
-                  f"{rec['final_val_accuracy']:.3f}, all-wrong {rec['mean_frac_all_wrong']:.2f}, "
-                  f"{rec['wall_seconds']:.0f} s", flush=True)
+            print(
+                f"{arm} seed {seed}: val {rec['base_val_accuracy']:.3f} -> "
+                f"{rec['final_val_accuracy']:.3f}, all-wrong {rec['mean_frac_all_wrong']:.2f}, "
+                f"{rec['wall_seconds']:.0f} s",
+                flush=True,
+            )
             (out / "runs.json").write_text(json.dumps(records, indent=1))
     table = summarize(records)
     (out / "summary.md").write_text(table + "\n")

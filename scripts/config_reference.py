@@ -1,6 +1,6 @@
 """Prints the configuration reference as a Markdown table (pasted into the README).
 
-    python scripts/config_reference.py
+python scripts/config_reference.py
 """
 
 from e3rl.config import describe

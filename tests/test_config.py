@@ -1,6 +1,7 @@
 import pytest
 
-from e3rl.config import Config, ConfigError, describe, load_config
+from e3rl.config import Config, ConfigError
+from e3rl.config_io import describe, load_config
 
 
 def test_defaults_validate_and_overrides_apply():

@@ -52,7 +52,7 @@ def test_eval_end_to_end_matches_a_direct_recomputation(tmp_path):
     # Greedy accuracy, recomputed here from the saved model without e3rl's engine.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from e3rl.config import load_config
+    from e3rl.config_io import load_config
     from e3rl.data import load_source
     from e3rl.tasks import arith
 

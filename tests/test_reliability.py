@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from e3rl.config import load_config
+from e3rl.config_io import load_config
 from e3rl.rewards.checkers import math_reward, resolve_reward
 from e3rl.rewards.runner import RewardRunner
 from test_cli import run_cli

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from conftest import TINY
-from e3rl.config import load_config
+from e3rl.config_io import load_config
 from e3rl.data import Batches
 from e3rl.trainer import train
 

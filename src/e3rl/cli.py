@@ -20,7 +20,7 @@ def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from e3rl.config import load_config
+    from e3rl.config_io import load_config
     from e3rl.trainer import train
 
     config, overrides = split_config_args(args.args)
@@ -57,7 +57,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from e3rl.config import describe
+    from e3rl.config_io import describe
 
     for key, tp, default, doc in describe():
         print(f"{key:34s} {tp:28s} {default!r:18s} {doc}")

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from e3rl.config import apply_overrides, config_from_dict
+from e3rl.config_io import apply_overrides, config_from_dict
 
 DEMO: dict = {
     "model": {"path": "tiny", "warm_start": {"steps": 1500, "lr": 3e-3, "batch_size": 48}},

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from e3rl.config import ConfigError, load_config
+from e3rl.config import ConfigError
+from e3rl.config_io import load_config
 
 
 def _parse_ks(text: str, n: int) -> list[int]:

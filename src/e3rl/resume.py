@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from e3rl import checkpoint as ckpt
-from e3rl.config import Config, diff_keys, to_dict
+from e3rl.config import Config
+from e3rl.config_io import diff_keys, to_dict
 from e3rl.models import load_pretrained
 
 # Keys that may change on resume without changing what the run computes.

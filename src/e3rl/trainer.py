@@ -20,7 +20,8 @@ import torch
 from e3rl import checkpoint as ckpt
 from e3rl.algos import group_advantages
 from e3rl.budget import DifficultyTracker, allocation_stats, make_allocator
-from e3rl.config import Config, dump_yaml, to_dict
+from e3rl.config import Config
+from e3rl.config_io import dump_yaml, to_dict
 from e3rl.data import Batches, DataError, EncodedPrompts, encode_prompts, load_source
 from e3rl.evaluate import evaluate
 from e3rl.guards import (

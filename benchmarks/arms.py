@@ -1,11 +1,19 @@
-"""Side-by-side runs of the method's arms on the demo task, several seeds each.
+"""Learning efficiency: the method's arms side by side on the arith task, several seeds each.
 
-    python benchmarks/arms.py --arms uniform,rank,value --seeds 0,1,2 --steps 200
-    python benchmarks/arms.py --arms uniform,temp,temp_anneal --seeds 0,1,2 --out benchmarks/results/temperature
+    python benchmarks/arms.py                      # the full suite: 8 arms x 3 seeds, 300 steps
+    python benchmarks/arms.py --quick              # uniform vs value, 1 seed, 100 steps (minutes)
+    python benchmarks/arms.py --arms uniform,temp,temp_anneal --out benchmarks/results/temperature
 
-Each run is a fresh `e3rl train configs/demo.yaml ...` process (same cached base model, same
-prompts, same rollouts per step). Writes `<out>/runs.json` (one record per run), `<out>/summary.md`
-(mean ± std per arm) and a report with figures (`<out>/report/`).
+Every run is a fresh `e3rl train configs/demo.yaml ...` process with the same base model (one warm
+start, `model.warm_start.seed` fixed), the same prompts and the same 128 rollouts per step; only
+the arm's overrides and `trainer.seed` differ. The training set is cut to 800 prompts (50 steps an
+epoch) so that every prompt comes back six times: difficulty is tracked per prompt, and in a single
+epoch nothing is known about any prompt when it is drawn.
+
+After training, each final model and the base model get `e3rl eval` with 16 samples per held-out
+prompt at temperature 1 (pass@1..16). Run directories go to `runs/bench/<out name>/`; the
+results folder gets `runs.json` (one record per run, compact curves), `summary.md` (mean ± std per
+arm, rollouts to reach the baseline) and figures (`report/`).
 """
 
 from __future__ import annotations
@@ -17,18 +25,23 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+CONFIG = "configs/demo.yaml"
+# Shared by every run of the suite (and by the base model's evaluation).
+COMMON = ["task.train_size=800", "model.warm_start.seed=0", "trainer.eval_every=25"]
+PASS_K = (1, 2, 4, 8, 16)
 
 ARMS: dict[str, list[str]] = {
     "uniform": [],
     "entropy_bonus": ["algo.entropy_coef=0.01"],
-    "rank": ["budget.allocator=rank", "budget.widen_every=25"],
+    "rank": ["budget.allocator=rank"],
     "value": ["budget.allocator=value", "budget.n_min=0", "budget.n_max=16"],
     "temp": ["rollout.temperature_control=entropy"],
     "temp_anneal": ["rollout.temperature_control=entropy", "temperature.anneal=true"],
     "paper": [
         "budget.allocator=rank",
-        "budget.widen_every=25",
         "budget.rank_refresh=epoch",
         "rollout.temperature_control=entropy",
         "temperature.anneal=true",
@@ -44,18 +57,51 @@ ARMS: dict[str, list[str]] = {
 }
 
 
-def _rows(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+def _cli(*args: str, threads: int) -> None:
+    env_threads = [f"trainer.threads={threads}"]
+    cmd = [sys.executable, "-m", "e3rl.cli", *args, *env_threads]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def run_arm(name: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
-    run = out / f"{name}-s{seed}"
-    args = [
-        sys.executable,
-        "-m",
-        "e3rl.cli",
+def _pass_at_k(model: str, out_dir: Path, n: int, extra: list[str], threads: int) -> dict:
+    ks = ",".join(str(k) for k in PASS_K if k <= n)
+    _cli(
+        "eval",
+        model,
+        "--config",
+        CONFIG,
+        "--data",
+        "arith:val",
+        "--n",
+        str(n),
+        "--k",
+        ks,
+        "--temperature",
+        "1.0",
+        "--output-dir",
+        str(out_dir),
+        *COMMON,
+        *extra,
+        threads=threads,
+    )
+    res = json.loads((out_dir / "eval.json").read_text())
+    return {"greedy": res["greedy_accuracy"], **res.get("pass_at_k", {})}
+
+
+def _series(rows: list[dict], key: str, every: int = 5) -> list:
+    return [round(r[key], 4) if r.get(key) is not None else None for r in rows[::every]]
+
+
+def run_arm(
+    name: str, seed: int, steps: int, runs: Path, extra: list[str], pass_n: int, threads: int
+) -> dict:
+    run = runs / f"{name}-s{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    _cli(
         "train",
-        "configs/demo.yaml",
+        CONFIG,
+        *COMMON,
         *ARMS[name],
         *extra,
         f"trainer.seed={seed}",
@@ -63,97 +109,195 @@ def run_arm(name: str, seed: int, steps: int, out: Path, extra: list[str]) -> di
         f"trainer.output_dir={run}",
         "trainer.save_every=0",
         "--quiet",
-    ]
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-    for heavy in ("checkpoints", "final"):  # weights stay out of the results folder
+        threads=threads,
+    )
+    wall = time.perf_counter() - t0
+    passk = _pass_at_k(str(run / "final"), run / "eval", pass_n, extra, threads) if pass_n else {}
+    for heavy in ("checkpoints", "final"):
         shutil.rmtree(run / heavy, ignore_errors=True)
-    rows = _rows(run)
-    val = [(r["step"], r["cum_rollouts"], r["val_accuracy"]) for r in rows if "val_accuracy" in r]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
-    after = rows[len(rows) // 4 :]  # past the controller's warm-up
+    after = [r for r in rows[len(rows) // 10 :] if r.get("target_entropy")]
     return {
         "arm": name,
         "seed": seed,
         "steps": steps,
-        "wall_seconds": time.perf_counter() - t0,
+        "overrides": ARMS[name] + extra,
+        "wall_seconds": wall,  # not a benchmark figure: runs share the cores
         "base_val_accuracy": summary["base_val_accuracy"],
         "final_val_accuracy": summary["final_val_accuracy"],
-        "val_curve": val,
+        "val_curve": [[0, 0, summary["base_val_accuracy"]]]
+        + [[r["step"], r["cum_rollouts"], r["val_accuracy"]] for r in rows if "val_accuracy" in r],
         "rollouts": summary["rollouts"],
         "tokens": summary["tokens"],
+        "pass_at_k": passk,
         "mean_frac_all_wrong": statistics.mean(r["frac_all_wrong"] for r in rows),
         "mean_frac_all_correct": statistics.mean(r["frac_all_correct"] for r in rows),
         "mean_frac_mixed": statistics.mean(r["frac_mixed"] for r in rows),
-        "entropy_first": rows[0]["entropy"],
-        "entropy_last": rows[-1]["entropy"],
-        "target_entropy": rows[-1].get("target_entropy"),
+        # |H / H* - 1| over the steps after the first tenth (controller warm-up and settling)
         "entropy_rel_dev": (
-            statistics.mean(
-                abs(r["entropy"] / r["target_entropy"] - 1)
-                for r in after
-                if r.get("target_entropy")
-            )
-            if any(r.get("target_entropy") for r in after)
+            statistics.mean(abs(r["entropy"] / r["target_entropy"] - 1) for r in after)
+            if after
             else None
         ),
-        "temperature_last": rows[-1]["temperature"],
+        "series_every": 5,
+        "entropy": _series(rows, "entropy"),
+        "entropy_t1": _series(rows, "entropy_t1"),
+        "target_entropy": _series(rows, "target_entropy"),
+        "temperature": _series(rows, "temperature"),
+        "frac_all_wrong": _series(rows, "frac_all_wrong"),
+        "cum_tokens": _series(rows, "cum_tokens"),
         "run_dir": str(run),
     }
 
 
-def _ms(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+def rollouts_to_reach(curve: list[list[float]], target: float) -> float | None:
+    """Cumulative rollouts at which a validation curve first reaches `target` (linear between
+    validation points); None if it never does."""
+    if curve and curve[0][2] >= target:
+        return curve[0][1]
+    for (_, r0, a0), (_, r1, a1) in zip(curve, curve[1:], strict=False):
+        if a1 >= target:
+            return r1 if a1 == a0 else r0 + (r1 - r0) * max(0.0, (target - a0) / (a1 - a0))
+    return None
 
 
-def summarize(records: list[dict]) -> str:
-    lines = [
-        "| arm | runs | base val acc | final val acc | gain (points) | all-wrong | "
-        "all-correct | mixed | entropy first → last |",
-        "|---|---|---|---|---|---|---|---|---|",
+def mean_curve(records: list[dict]) -> list[list[float]]:
+    """Validation curve averaged over seeds (all runs of an arm validate at the same steps)."""
+    curves = [r["val_curve"] for r in records]
+    n = min(len(c) for c in curves)
+    return [
+        [curves[0][i][0], curves[0][i][1], statistics.mean(c[i][2] for c in curves)]
+        for i in range(n)
     ]
-    for arm in dict.fromkeys(r["arm"] for r in records):
-        rs = [r for r in records if r["arm"] == arm]
-        gain = [100 * (r["final_val_accuracy"] - r["base_val_accuracy"]) for r in rs]
+
+
+def _ms(values: list[float], fmt: str = ".3f") -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def summarize(records: list[dict], base_passk: dict, baseline: str = "uniform") -> dict:
+    """Per arm: means, stds and the rollouts needed to reach the baseline's final accuracy."""
+    arms = list(dict.fromkeys(r["arm"] for r in records))
+    by_arm = {a: [r for r in records if r["arm"] == a] for a in arms}
+    base_runs = by_arm.get(baseline, [])
+    target = statistics.mean(r["final_val_accuracy"] for r in base_runs) if base_runs else None
+    base_total = statistics.mean(r["rollouts"] for r in base_runs) if base_runs else None
+    out = {
+        "baseline": baseline,
+        "target_accuracy": target,
+        "base_pass_at_k": base_passk,
+        "arms": {},
+    }
+    for arm, rs in by_arm.items():
+        reach = rollouts_to_reach(mean_curve(rs), target) if target is not None else None
+        out["arms"][arm] = {
+            "runs": len(rs),
+            "final_val_accuracy": [r["final_val_accuracy"] for r in rs],
+            "gain_points": [100 * (r["final_val_accuracy"] - r["base_val_accuracy"]) for r in rs],
+            "rollouts": statistics.mean(r["rollouts"] for r in rs),
+            "tokens": statistics.mean(r["tokens"] for r in rs),
+            "rollouts_to_baseline_final": reach,
+            "rollout_ratio_to_baseline": reach / base_total if reach and base_total else None,
+            "per_seed_rollouts_to_baseline_final": [
+                rollouts_to_reach(r["val_curve"], target) for r in rs
+            ],
+            "frac_all_wrong": [r["mean_frac_all_wrong"] for r in rs],
+            "frac_all_correct": [r["mean_frac_all_correct"] for r in rs],
+            "frac_mixed": [r["mean_frac_mixed"] for r in rs],
+            "entropy_rel_dev": [r["entropy_rel_dev"] for r in rs],
+            "pass_at_k": {
+                k: [r["pass_at_k"][k] for r in rs if k in r["pass_at_k"]]
+                for k in (rs[0]["pass_at_k"] or {})
+            },
+        }
+    return out
+
+
+def to_markdown(s: dict) -> str:
+    ks = [k for k in next(iter(s["arms"].values()))["pass_at_k"] if k.isdigit()]
+    head = (
+        "| arm | runs | final val acc | gain (points) | rollouts to baseline final "
+        "(ratio) | all-wrong | all-correct | mixed | entropy dev from target | "
+        + " | ".join(f"pass@{k}" for k in ks)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (9 + len(ks))]
+    if s["base_pass_at_k"]:
+        bp = s["base_pass_at_k"]
         lines.append(
-            f"| {arm} | {len(rs)} | {_ms([r['base_val_accuracy'] for r in rs])} | "
-            f"{_ms([r['final_val_accuracy'] for r in rs])} | {_ms(gain).replace('.000', '')} | "
-            f"{_ms([r['mean_frac_all_wrong'] for r in rs])} | "
-            f"{_ms([r['mean_frac_all_correct'] for r in rs])} | "
-            f"{_ms([r['mean_frac_mixed'] for r in rs])} | "
-            f"{statistics.mean(r['entropy_first'] for r in rs):.3f} → "
-            f"{statistics.mean(r['entropy_last'] for r in rs):.3f} |"
+            f"| base model | – | {bp['greedy']:.3f} | – | – | – | – | – | – | "
+            + " | ".join(f"{bp[k]:.3f}" for k in ks if k in bp)
+            + " |"
         )
-    return "\n".join(lines)
+    for arm, a in s["arms"].items():
+        reach = a["rollouts_to_baseline_final"]
+        ratio = a["rollout_ratio_to_baseline"]
+        reach_s = f"{reach:,.0f} ({ratio:.2f})" if reach else "not reached"
+        dev = _ms(a["entropy_rel_dev"], ".1%")
+        lines.append(
+            f"| {arm} | {a['runs']} | {_ms(a['final_val_accuracy'])} | "
+            f"{_ms(a['gain_points'], '.1f')} | {reach_s} | {_ms(a['frac_all_wrong'], '.2f')} | "
+            f"{_ms(a['frac_all_correct'], '.2f')} | {_ms(a['frac_mixed'], '.2f')} | {dev} | "
+            + " | ".join(_ms(a["pass_at_k"].get(k, []), ".3f") for k in ks)
+            + " |"
+        )
+    return (
+        f"Baseline: `{s['baseline']}`, final validation accuracy (mean over seeds) "
+        f"{s['target_accuracy']:.3f}. 'Rollouts to baseline final' reads the seed-averaged "
+        "validation curve (linear between validation points); the ratio is to the baseline's "
+        "total rollouts.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--arms", default="uniform,rank,value")
+    p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--out", default="benchmarks/results/allocators")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--pass-n", type=int, default=16, help="samples per prompt for pass@k (0 = off)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 torch thread each)")
+    p.add_argument("--out", default="benchmarks/results/arms")
+    p.add_argument("--quick", action="store_true", help="uniform vs value, seed 0, 100 steps")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     a = p.parse_args()
+    if a.quick:
+        a.arms, a.seeds, a.steps, a.out = "uniform,value", "0", 100, a.out + "-quick"
     out = Path(a.out)
+    runs = Path("runs/bench") / out.name
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for seed in [int(s) for s in a.seeds.split(",")]:
-        for arm in a.arms.split(","):  # arms alternate inside a seed: drift hits all alike
-            rec = run_arm(arm, seed, a.steps, out, a.overrides)
+    runs.mkdir(parents=True, exist_ok=True)
+    threads = max(1, 2 // a.jobs)
+    # The base model is built (warm start, cached) once before anything runs in parallel.
+    base_passk = (
+        _pass_at_k("task", runs / "base-eval", a.pass_n, a.overrides, 2) if a.pass_n else {}
+    )
+    jobs = [(arm, int(s)) for s in a.seeds.split(",") for arm in a.arms.split(",")]
+    records: list[dict] = []
+
+    def one(job: tuple[str, int]) -> dict:
+        rec = run_arm(*job, a.steps, runs, a.overrides, a.pass_n, threads)
+        print(
+            f"{rec['arm']} seed {rec['seed']}: val {rec['base_val_accuracy']:.3f} -> "
+            f"{rec['final_val_accuracy']:.3f}, all-wrong {rec['mean_frac_all_wrong']:.2f}, "
+            f"pass@16 {rec['pass_at_k'].get('16', float('nan')):.3f}",
+            flush=True,
+        )
+        return rec
+
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for rec in pool.map(one, jobs):
             records.append(rec)
-            print(
-                f"{arm} seed {seed}: val {rec['base_val_accuracy']:.3f} -> "
-                f"{rec['final_val_accuracy']:.3f}, all-wrong {rec['mean_frac_all_wrong']:.2f}, "
-                f"{rec['wall_seconds']:.0f} s",
-                flush=True,
-            )
             (out / "runs.json").write_text(json.dumps(records, indent=1))
-    table = summarize(records)
-    (out / "summary.md").write_text(table + "\n")
-    print(table)
+    summary = summarize(records, base_passk)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(to_markdown(summary))
+    print(to_markdown(summary))
     from e3rl.report import make_report
 
     make_report([r["run_dir"] for r in records if r["seed"] == records[0]["seed"]], out / "report")

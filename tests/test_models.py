@@ -99,3 +99,22 @@ def test_bfloat16_trains_end_to_end_on_cpu(tmp_path, monkeypatch):
     model, _ = load_pretrained(run / "final", dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert json.loads((run / "final" / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_warm_start_seed_fixes_the_base_model_across_trainer_seeds():
+    """model.warm_start.seed overrides trainer.seed for the base only: runs of several seeds can
+    share one base model, and leaving it unset keeps the old behaviour (base follows the seed)."""
+    from e3rl.config_io import load_config
+    from e3rl.models import load_policy
+
+    tiny = [o for o in TINY if o.startswith(("model.", "task."))]
+    fixed = load_config(None, [*tiny, "model.warm_start.seed=3"])
+    follow = load_config(None, tiny)
+
+    def weights(cfg, seed):
+        model, _ = load_policy(cfg.model, cfg.task, seed)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(weights(fixed, 0), weights(fixed, 1))
+    assert torch.equal(weights(fixed, 0), weights(follow, 3))
+    assert not torch.equal(weights(follow, 0), weights(follow, 1))

@@ -57,6 +57,8 @@ class WarmStartConfig:
     """Learning rate of the warm start."""
     batch_size: int = 64
     """Examples per warm-start step."""
+    seed: int | None = None
+    """Seed of the tiny model's init and warm start (None = trainer.seed); fix it to share one base across seeds."""
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, "steps", self.steps, "an integer >= 0")

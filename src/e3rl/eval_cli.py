@@ -40,6 +40,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n {args.n} is invalid: expected an integer >= 0")
     ks = _parse_ks(args.k, args.n)
     torch.manual_seed(args.seed)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
     if args.model == "task":
         model, tok = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
         out_dir = Path(args.output_dir or Path(cfg.trainer.output_dir) / "eval-base")

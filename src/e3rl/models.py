@@ -240,7 +240,8 @@ def load_policy(cfg: ModelConfig, task_cfg, seed: int):
     if cfg.path == "tiny":
         from e3rl.warmstart import tiny_base_model
 
-        model, tokenizer = tiny_base_model(cfg, task_cfg, seed)
+        ws_seed = cfg.warm_start.seed
+        model, tokenizer = tiny_base_model(cfg, task_cfg, seed if ws_seed is None else ws_seed)
     else:
         model, tokenizer = load_pretrained(cfg.path, cfg.gguf_file, cfg.dtype)
     prepare_tokenizer(tokenizer)

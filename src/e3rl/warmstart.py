@@ -38,7 +38,8 @@ def _key(cfg: ModelConfig, task: TaskConfig, seed: int) -> str:
         [
             FORMAT_VERSION,
             dataclasses.asdict(cfg.tiny),
-            dataclasses.asdict(cfg.warm_start),
+            # the seed is keyed below, as the one actually used
+            {k: v for k, v in dataclasses.asdict(cfg.warm_start).items() if k != "seed"},
             dataclasses.asdict(task),
             seed,
         ],

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from e3rl.killpoints import kill_point
+
 CKPT_DIR = "checkpoints"
 
 
@@ -66,6 +68,11 @@ def _fsync_tree(path: Path) -> None:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+    _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes a directory's entries (a rename into it) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -85,6 +92,9 @@ def save_checkpoint(
     root = run_dir / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
+    # A run killed mid-write leaves its temporary directory behind; one run writes here at a time.
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -92,16 +102,45 @@ def save_checkpoint(
         torch.save(optim_state, tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_tree(root)
+        kill_point("checkpoint-written", step)
+        _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    kill_point("checkpoint-renamed", step)
+    for old in list_checkpoints(run_dir)[:-keep]:  # renamed first, for the same reason
+        doomed = root / f".tmp-prune-{old.name}"
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Renames the complete directory `tmp` to `final`. An existing `final` is moved aside, not
+    deleted in place: a kill mid-delete would leave a half directory that looks complete."""
+    replaced = None
+    if final.exists():
+        replaced = final.with_name(f".tmp-old-{final.name}")
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(final, replaced)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def save_model_atomic(path: Path, model, tokenizer) -> None:
+    """Model and tokenizer saved to `path` (safetensors) complete or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        _fsync_tree(tmp)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

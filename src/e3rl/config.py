@@ -66,6 +66,32 @@ class WarmStartConfig:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraConfig:
+    r: int = 0
+    """Rank of the LoRA adapters (0 = off: every weight trains). Needs the 'peft' extra."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input while training; 0 keeps the first PPO ratio exactly 1."""
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    """Names of the linear layers that get adapters (default: attention and MLP of Llama/Qwen2)."""
+
+    def __post_init__(self) -> None:
+        _require(self.r >= 0, "r", self.r, "an integer >= 0 (0 = LoRA off)")
+        _require(self.alpha > 0, "alpha", self.alpha, "a number > 0")
+        _require(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        _require(
+            len(self.target_modules) > 0 and all(m.strip() for m in self.target_modules),
+            "target_modules",
+            self.target_modules,
+            "a non-empty list of module names, e.g. [q_proj, v_proj]",
+        )
+
+
 @dataclass
 class ModelConfig:
     path: str = "tiny"
@@ -73,11 +99,13 @@ class ModelConfig:
     gguf_file: str | None = None
     """GGUF file name inside model.path when model.path is a directory."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Parameter dtype of the policy."""
+    """Compute dtype. bfloat16 = mixed precision: float32 weights and AdamW state, forward passes under bfloat16 autocast."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model."""
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     """Supervised warm start of the base policy on a built-in task's worked answers."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters through PEFT: only the adapters train, checkpoints hold only them."""
 
 
 @dataclass

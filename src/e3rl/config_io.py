@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import os
 import types
 import typing
 from pathlib import Path
@@ -219,7 +220,12 @@ def to_dict(cfg: Any) -> dict:
 
 
 def dump_yaml(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    """Writes the config as YAML, atomically: --resume reads it back, so a kill mid-write must not
+    leave a torn file behind."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -30,6 +30,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from e3rl.data import encode_prompts, load_source
     from e3rl.evaluate import evaluate
     from e3rl.models import load_policy, load_pretrained, resolve_path
+    from e3rl.precision import compute_dtype
     from e3rl.rewards import RewardRunner, resolve_reward
     from e3rl.rewards.runner import needs_isolation
     from e3rl.rollout.hf import HFEngine
@@ -46,7 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model, tok = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
         out_dir = Path(args.output_dir or Path(cfg.trainer.output_dir) / "eval-base")
     else:
-        model, tok = load_pretrained(args.model, cfg.model.gguf_file, cfg.model.dtype)
+        model, tok = load_pretrained(args.model, cfg.model.gguf_file)
         path = resolve_path(args.model)
         # A model directory gets its eval.json; a file (e.g. a .gguf inside site-packages) does not.
         default = path if path.is_dir() else Path(cfg.trainer.output_dir) / f"eval-{path.stem}"
@@ -72,6 +73,7 @@ def run_eval(args: argparse.Namespace) -> int:
         tok,
         cfg.rollout.micro_batch_size,
         torch.Generator(device=device).manual_seed(args.seed),
+        autocast_dtype=compute_dtype(cfg.model.dtype),  # as in training: bf16 over fp32 weights
     )
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as bar:

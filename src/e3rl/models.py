@@ -243,7 +243,9 @@ def load_policy(cfg: ModelConfig, task_cfg, seed: int):
         ws_seed = cfg.warm_start.seed
         model, tokenizer = tiny_base_model(cfg, task_cfg, seed if ws_seed is None else ws_seed)
     else:
-        model, tokenizer = load_pretrained(cfg.path, cfg.gguf_file, cfg.dtype)
+        model, tokenizer = load_pretrained(cfg.path, cfg.gguf_file)
     prepare_tokenizer(tokenizer)
     set_stop_tokens(model, tokenizer)
-    return model.to(_dtype(cfg.dtype)), tokenizer
+    # float32 whatever model.dtype says: these are the master weights the optimizer updates;
+    # model.dtype=bfloat16 is the compute dtype of the forward passes (e3rl.precision).
+    return model.to(torch.float32), tokenizer

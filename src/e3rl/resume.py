@@ -29,17 +29,41 @@ class ResumeError(RuntimeError):
     """Resuming is impossible or unsafe; the message says why and what to do."""
 
 
-def load_checkpoint_model(path: Path, dtype: str):
-    """(model, tokenizer) of a checkpoint; a corrupt one is a CheckpointError naming it."""
-    try:
-        return load_pretrained(path, dtype=dtype)
-    except Exception as e:  # a truncated or garbled file fails in many ways, all meaning "corrupt"
-        cause = e.__context__ or e  # what load_pretrained wrapped, if it did
-        why = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+def load_checkpoint_model(path: Path):
+    """(model, tokenizer) of a checkpoint, float32; a corrupt one is a CheckpointError naming it."""
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
         raise ckpt.CheckpointError(
-            f"checkpoint {path}: the model is unreadable or corrupt ({type(cause).__name__}: "
-            f"{why[:200]}); delete this checkpoint directory to resume from an older one"
-        ) from None
+            f"checkpoint {path} holds only LoRA adapters: resume with the model.lora settings "
+            "of the run that wrote it (see its config.yaml)"
+        )
+    try:
+        return load_pretrained(path)
+    except Exception as e:  # a truncated or garbled file fails in many ways, all meaning "corrupt"
+        raise _corrupt_model(path, e) from None
+
+
+def load_checkpoint_adapters(base, path: Path, lora_cfg):
+    """`base` with the LoRA adapters of checkpoint `path`; a corrupt one is a CheckpointError."""
+    from e3rl.lora import load_lora
+
+    if not (path / "adapter_config.json").is_file():
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} holds no LoRA adapters (no adapter_config.json) although "
+            f"model.lora.r={lora_cfg.r}; it was written without LoRA: resume with model.lora.r=0"
+        )
+    try:
+        return load_lora(base, path, lora_cfg)
+    except Exception as e:
+        raise _corrupt_model(path, e) from None
+
+
+def _corrupt_model(path: Path, e: Exception) -> ckpt.CheckpointError:
+    cause = e.__context__ or e  # what load_pretrained wrapped, if it did
+    why = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return ckpt.CheckpointError(
+        f"checkpoint {path}: the model is unreadable or corrupt ({type(cause).__name__}: "
+        f"{why[:200]}); delete this checkpoint directory to resume from an older one"
+    )
 
 
 def restore(path, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state):

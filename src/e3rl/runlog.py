@@ -11,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from e3rl.killpoints import armed, kill_point
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -94,8 +96,13 @@ class RunLogger:
 
     def step(self, row: dict) -> None:
         row = _clean(row)
+        line = json.dumps(row) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            if armed("metrics-line", row["step"]):  # test hook: the torn line of a kill mid-write
+                f.write(line[: len(line) // 2])
+                f.flush()
+                kill_point("metrics-line", row["step"])
+            f.write(line)
             f.flush()
         self.last_row = row
         if self.tb is not None:

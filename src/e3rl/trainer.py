@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import random
 import time
 import warnings
@@ -31,10 +32,14 @@ from e3rl.guards import (
     report_bad_step,
     stop_message,
 )
+from e3rl.killpoints import kill_point
+from e3rl.lora import add_lora, merged, trainable_parameters
 from e3rl.metrics import group_outcome_fractions
 from e3rl.models import load_policy
+from e3rl.precision import compute_dtype
 from e3rl.resume import (
     check_resume_config,
+    load_checkpoint_adapters,
     load_checkpoint_model,
     read_summary,
     restore,
@@ -194,20 +199,31 @@ def train(
 
     # ---- model, data, reward
     device = _device(cfg.trainer.device)
-    if latest is not None:  # the checkpoint holds the weights and the tokenizer
-        model, tokenizer = load_checkpoint_model(latest, cfg.model.dtype)
-    else:
+    amp = compute_dtype(cfg.model.dtype)  # weights stay float32; forward passes autocast to amp
+    lora = cfg.model.lora
+    if latest is not None and not lora.r:  # the checkpoint holds the weights and the tokenizer
+        model, tokenizer = load_checkpoint_model(latest)
+    else:  # with LoRA a checkpoint holds only the adapters: the base is rebuilt as configured
         model, tokenizer = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
+        if lora.r:
+            model = (
+                load_checkpoint_adapters(model, latest, lora) if latest else add_lora(model, lora)
+            )
     model.to(device)
     train_set, val_set = load_data(cfg, tokenizer, log)
     task_name = cfg.data.train.split(":")[0] if ":" in cfg.data.train else None
     reward_fn = resolve_reward(cfg.reward.fn, task_name)
     reward = RewardRunner(reward_fn, cfg.reward.timeout, isolate=needs_isolation(reward_fn))
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algo.kl_coef > 0 else None
+    # The KL reference is the initial policy: with LoRA, the same model with its adapters off.
+    ref_model = (
+        copy.deepcopy(model).eval().requires_grad_(False)
+        if cfg.algo.kl_coef > 0 and not lora.r
+        else None
+    )
 
     # ---- the method's controllers
     sampler = torch.Generator().manual_seed(cfg.trainer.seed)
-    engine = HFEngine(model, tokenizer, cfg.rollout.micro_batch_size, sampler)
+    engine = HFEngine(model, tokenizer, cfg.rollout.micro_batch_size, sampler, autocast_dtype=amp)
     tracker = DifficultyTracker(
         cfg.budget.success_threshold, cfg.budget.decay, cfg.budget.rank_refresh
     )
@@ -216,7 +232,7 @@ def train(
     alloc_rng = np.random.default_rng(cfg.trainer.seed)
     controller = _make_controller(cfg, len(tokenizer))
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        trainable_parameters(model),  # with LoRA only the adapters
         lr=cfg.optim.lr,
         betas=tuple(cfg.optim.betas),
         weight_decay=cfg.optim.weight_decay,
@@ -237,13 +253,20 @@ def train(
         restore(
             latest, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state
         )
+    if resume:  # rows past the checkpoint (all rows, without one) come again: drop them
         log.truncate(state["step"])
+    if latest is not None:
         if state["step"] >= cfg.trainer.total_steps:
-            log.info(
-                f"{run_dir} already finished at step {state['step']} "
-                f"(trainer.total_steps={cfg.trainer.total_steps}); nothing to train"
-            )
-            return read_summary(run_dir)
+            summary = read_summary(run_dir)
+            if summary.get("steps") == state["step"]:
+                log.info(
+                    f"{run_dir} already finished at step {state['step']} "
+                    f"(trainer.total_steps={cfg.trainer.total_steps}); nothing to train"
+                )
+                return summary
+            # Killed after the last checkpoint, before the final model and summary were written.
+            log.info(f"{run_dir}: step {state['step']} is trained; writing the final model")
+            return _finish(run_dir, model, tokenizer, state, log, val_set, t_start)
         log.info(f"resumed from {latest} at step {state['step']}")
 
     saved_at = state["step"] if latest is not None else None  # step of the newest checkpoint
@@ -337,11 +360,11 @@ def train(
             adv = group_advantages(
                 torch.tensor(shaped), r.prompt_index, cfg.algo.adv_estimator, cfg.algo.adv_eps
             )
-            ref_lp = (
-                reference_logprobs(ref_model, r, temperature, cfg.algo.micro_batch_size)
-                if ref_model is not None
-                else None
-            )
+            ref_lp = None
+            if cfg.algo.kl_coef > 0:
+                ref = ref_model if ref_model is not None else model
+                with model.disable_adapter() if ref_model is None else contextlib.nullcontext():
+                    ref_lp = reference_logprobs(ref, r, temperature, cfg.algo.micro_batch_size, amp)
             upd = policy_update(
                 model,
                 optimizer,
@@ -353,6 +376,7 @@ def train(
                 ref_lp,
                 sampler,
                 inject_nan=step in nan_steps,
+                autocast_dtype=amp,
             )
             _advance_schedule(scheduler)
             timer["time_update"] = time.perf_counter() - t0
@@ -402,6 +426,7 @@ def train(
                 step == total or (cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0)
             ):
                 v = validate(engine, val_set, reward, cfg)
+                kill_point("validation", step)
                 log.sample(step, v.pop("_sample"))
                 row.update(v)
             log.step(row)
@@ -417,10 +442,15 @@ def train(
                 log.info(stop_message(stop.received, step, saved_at))
                 return stopped_summary(state, saved_at, run_dir, t_start)
 
-    # ---- final model and summary
+    return _finish(run_dir, model, tokenizer, state, log, val_set, t_start)
+
+
+def _finish(run_dir: Path, model, tokenizer, state, log, val_set, t_start: float) -> dict[str, Any]:
+    """Writes the final model (complete or absent, like a checkpoint), then summary.json, whose
+    presence says the run is finished."""
     final_dir = run_dir / "final"
-    model.save_pretrained(final_dir, safe_serialization=True)
-    tokenizer.save_pretrained(final_dir)
+    ckpt.save_model_atomic(final_dir, merged(model), tokenizer)  # LoRA: adapters folded in
+    kill_point("final-model", state["step"])
     last = log.last_row or {}
     summary = {
         "steps": state["step"],
@@ -432,7 +462,9 @@ def train(
         "wall_seconds": time.perf_counter() - t_start,
         "final_dir": str(final_dir),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, run_dir / "summary.json")
     return summary
 
 

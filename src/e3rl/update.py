@@ -13,6 +13,7 @@ import torch
 
 from e3rl.algos import aggregate, kl_penalty, ppo_clip_loss, token_logprobs
 from e3rl.config import AlgoConfig
+from e3rl.precision import autocast
 from e3rl.rollout.base import Rollouts
 from e3rl.temperature import token_entropy
 
@@ -42,13 +43,18 @@ def _trim(r: Rollouts, idx: torch.Tensor):
 
 @torch.no_grad()
 def reference_logprobs(
-    ref_model, r: Rollouts, temperature: float, micro_batch_size: int
+    ref_model,
+    r: Rollouts,
+    temperature: float,
+    micro_batch_size: int,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     out = torch.zeros_like(r.logprobs)
     dev = next(ref_model.parameters()).device
     for idx in torch.arange(len(r)).split(micro_batch_size):
         ids, attn, p, width = _trim(r, idx)
-        logits = response_logits(ref_model, ids.to(dev), attn.to(dev), width)
+        with autocast(autocast_dtype, dev):
+            logits = response_logits(ref_model, ids.to(dev), attn.to(dev), width)
         out[idx, :width] = token_logprobs(logits, ids[:, p : p + width].to(dev), temperature).cpu()
     return out
 
@@ -64,12 +70,14 @@ def policy_update(
     ref_logprobs: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     inject_nan: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Runs cfg.ppo_epochs x cfg.minibatches optimizer steps; returns averaged statistics.
 
     A minibatch whose loss or gradient is not finite skips its optimizer step (weights and
     optimizer moments untouched) and is counted in `skipped_updates`. `inject_nan` (a test hook,
-    see trainer.E3RL_TEST_NAN_STEPS) replaces every loss by NaN.
+    see trainer.E3RL_TEST_NAN_STEPS) replaces every loss by NaN. `autocast_dtype` (bfloat16 for
+    mixed precision) is the dtype of the forward pass; gradients reach the float32 weights.
     """
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -92,7 +100,8 @@ def policy_update(
                 mask = rollouts.response_mask[idx, :width].to(dev)
                 old = rollouts.logprobs[idx, :width].to(dev)
                 adv = advantages[idx].to(dev)[:, None]
-                logits = response_logits(model, ids, attn, width)
+                with autocast(autocast_dtype, dev):
+                    logits = response_logits(model, ids, attn, width)
                 logp = token_logprobs(logits, ids[:, p : p + width], temperature)
                 loss_mat, clipped = ppo_clip_loss(
                     logp, old, adv, cfg.clip_low, cfg.clip_high, cfg.dual_clip

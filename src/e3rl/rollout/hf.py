@@ -14,6 +14,7 @@ import inspect
 import torch
 from transformers import DynamicCache
 
+from e3rl.precision import autocast
 from e3rl.rollout.base import Rollouts, collate
 
 
@@ -28,15 +29,18 @@ class HFEngine:
         tokenizer,
         micro_batch_size: int = 256,
         generator: torch.Generator | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
+        self.autocast_dtype = autocast_dtype  # bf16 compute over float32 weights (mixed precision)
         self.tokenizer = tokenizer
         self.micro_batch_size = micro_batch_size
         self.generator = generator
         self.eos_ids = self._eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id
         # transformers >= 5.2x renamed the cache argument; older versions only know the old name.
-        params = inspect.signature(model.forward).parameters
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+        params = inspect.signature(inner.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @staticmethod
@@ -72,7 +76,8 @@ class HFEngine:
         mb = self.micro_batch_size
         for start in range(0, len(prompt_index), mb):
             chunk = prompt_index[start : start + mb]
-            out = self._generate_chunk(prompts, chunk, temperature, max_new_tokens)
+            with autocast(self.autocast_dtype, self.device):
+                out = self._generate_chunk(prompts, chunk, temperature, max_new_tokens)
             responses += out[0]
             for k, rows in out[1].items():
                 per_token[k] += rows

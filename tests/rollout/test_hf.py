@@ -76,3 +76,67 @@ def test_same_seed_same_samples(tiny):
 def test_bad_counts():
     with pytest.raises(ValueError, match="counts"):
         HFEngine.generate(object.__new__(HFEngine), [[1]], [1, 2], 1.0, 4)
+
+
+def test_preallocated_cache_gives_the_same_rollouts_as_a_plain_cache(tiny, monkeypatch):
+    """The engine's cache writes into room allocated ahead instead of concatenating; the samples,
+    log-probabilities and entropies must be those of transformers' own DynamicCache, also when
+    finished rows leave the batch (several stop tokens make rows finish at different steps)."""
+    from transformers import DynamicCache
+
+    import e3rl.rollout.hf as hf
+    from e3rl.rollout.kv_cache import RoomyLayer, new_cache
+
+    model, tok, problems = tiny
+    prompts = _prompts(tok, problems, 4)
+
+    def run():
+        eng = HFEngine(model, tok, micro_batch_size=16, generator=torch.Generator().manual_seed(3))
+        eng.eos_ids = list(range(20, 60))  # frequent enough that rows stop at different steps
+        return eng.generate(prompts, [5, 1, 6, 4], 1.0, 12)
+
+    ours = run()
+    assert type(new_cache(4).layer_class_to_replicate()) is RoomyLayer
+    monkeypatch.setattr(hf, "new_cache", lambda room: DynamicCache())
+    plain = run()
+    lengths = ours.response_mask.sum(-1)
+    assert lengths.min() < lengths.max() and lengths.max() == 12  # rows did leave the batch
+    assert torch.equal(ours.input_ids, plain.input_ids)
+    assert torch.equal(ours.response_mask, plain.response_mask)
+    for name in ("logprobs", "entropy", "entropy_t1"):
+        torch.testing.assert_close(getattr(ours, name), getattr(plain, name), rtol=0, atol=1e-6)
+
+
+def test_roomy_layer_matches_a_dynamic_layer_through_every_operation():
+    from e3rl.rollout.kv_cache import DynamicLayer, RoomyLayer
+
+    g = torch.Generator().manual_seed(0)
+    ours, ref = RoomyLayer(room=2), DynamicLayer()
+    steps = [
+        ("update", 3),
+        ("update", 1),
+        ("update", 1),
+        ("update", 2),  # outgrows the room: the buffers grow
+        ("select", torch.tensor([2, 0])),
+        ("update", 1),
+        ("repeat", 2),
+        ("crop", -2),
+        ("update", 1),
+    ]
+    for op, arg in steps:
+        if op == "update":
+            b = ref.keys.shape[0] if ref.is_initialized and ref.keys.numel() else 3
+            k, v = torch.randn(b, 2, arg, 4, generator=g), torch.randn(b, 2, arg, 4, generator=g)
+            out, exp = ours.update(k, v), ref.update(k, v)
+            assert torch.equal(out[0], exp[0]) and torch.equal(out[1], exp[1])
+        elif op == "select":
+            ours.batch_select_indices(arg)
+            ref.batch_select_indices(arg)
+        elif op == "repeat":
+            ours.batch_repeat_interleave(arg)
+            ref.batch_repeat_interleave(arg)
+        else:
+            ours.crop(arg)
+            ref.crop(arg)
+        assert ours.get_seq_length() == ref.get_seq_length()
+        assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)

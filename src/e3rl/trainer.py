@@ -48,6 +48,7 @@ from e3rl.resume import (
 from e3rl.rewards import RewardRunner, resolve_reward
 from e3rl.rewards.length_bias import length_biased_rewards
 from e3rl.rewards.runner import needs_isolation
+from e3rl.rollout.base import closing_engine
 from e3rl.rollout.hf import HFEngine
 from e3rl.runlog import RunLogger
 from e3rl.temperature import EntropyTemperatureController, masked_mean
@@ -223,7 +224,14 @@ def train(
 
     # ---- the method's controllers
     sampler = torch.Generator().manual_seed(cfg.trainer.seed)
-    engine = HFEngine(model, tokenizer, cfg.rollout.micro_batch_size, sampler, autocast_dtype=amp)
+    if cfg.rollout.engine == "vllm":  # optional extra: imported only when chosen
+        from e3rl.rollout.vllm import VLLMEngine
+
+        engine = VLLMEngine.from_config(cfg, model, tokenizer, sampler)
+    else:
+        engine = HFEngine(
+            model, tokenizer, cfg.rollout.micro_batch_size, sampler, autocast_dtype=amp
+        )
     tracker = DifficultyTracker(
         cfg.budget.success_threshold, cfg.budget.decay, cfg.budget.rank_refresh
     )
@@ -307,7 +315,12 @@ def train(
     budget = cfg.rollout.n * cfg.data.batch_size
     bad_steps = BadSteps(cfg.trainer.max_bad_steps)
     log.start(total, state["step"])
-    with StopOnSignal() as stop, contextlib.closing(log), contextlib.closing(reward):
+    with (
+        StopOnSignal() as stop,
+        contextlib.closing(log),
+        contextlib.closing(reward),
+        closing_engine(engine),
+    ):
         for step in range(state["step"] + 1, total + 1):
             timer = {}
             # ---- 1. prompts and their rollout counts
@@ -419,6 +432,7 @@ def train(
                 "lr": scheduler.get_last_lr()[0],
                 **upd,
                 **timer,
+                **getattr(engine, "last_stats", {}),  # vLLM: its log-probs vs the policy's
             }
             if reward.samples:
                 log.info(f"step {step}: reward failures, e.g. {reward.samples[0]}")

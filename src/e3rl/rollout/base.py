@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +60,18 @@ class Engine(Protocol):
     ) -> Rollouts:
         """Draw `counts[i]` responses for prompt `i` (0 allowed); temperature 0 means greedy."""
         ...
+
+
+@contextlib.contextmanager
+def closing_engine(engine: Engine) -> Iterator[Engine]:
+    """Calls the engine's `close()` on the way out, errors included (a vLLM engine holds GPU
+    memory or RAM until then; the transformers engine has nothing to close)."""
+    try:
+        yield engine
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
 
 
 def collate(

@@ -77,5 +77,25 @@ vllm-venv: $(VLLM_VENV)/.installed
 test-vllm: $(VLLM_VENV)/.installed
 	$(VLLM_TEST_ENV) $(VLLM_BIN)/python -m pytest -q -m slow tests/rollout/test_vllm.py
 
+# e3rl inside verl 0.9 (docs/verl.md, tests/integrations): its own venv, since verl pins
+# transformers<5.11. torch first (the CPU wheel, pinned) so nothing resolves a CUDA build; the
+# `verl` extra adds what verl's v1 trainer imports (TransferQueue, ...) without its verl-core extra,
+# whose CUDA-only packages (nvtx, torchcodec) a CPU machine cannot use.
+VERL_VENV := .venv-verl
+VERL_BIN  := $(VERL_VENV)/bin
+
+$(VERL_VENV)/.installed: pyproject.toml
+	test -x $(VERL_BIN)/python || $(PY) -m venv $(VERL_VENV)
+	$(VERL_BIN)/python -m pip install -q --upgrade pip
+	$(VERL_BIN)/python -m pip install -q $(TORCH)
+	$(VERL_BIN)/python -m pip install -q $(TORCH) -e '.[verl,test]'
+	touch $@
+
+.PHONY: verl-venv test-verl
+verl-venv: $(VERL_VENV)/.installed
+
+test-verl: $(VERL_VENV)/.installed
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VERL_BIN)/python -m pytest -q -m slow tests/integrations
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -334,6 +334,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 torch thread each)")
     p.add_argument("--out", default="benchmarks/results/arms")
     p.add_argument("--quick", action="store_true", help="uniform vs value, seed 0, 100 steps")
+    p.add_argument("--runs-dir", help="where run directories go (default runs/bench/<out name>)")
+    p.add_argument("--resume", action="store_true", help="keep runs.json's records, run the rest")
     p.add_argument(
         "--summarize", action="store_true", help="rebuild summary/figures from runs.json"
     )

@@ -134,6 +134,11 @@ def run_arm(
         "mean_frac_all_wrong": statistics.mean(r["frac_all_wrong"] for r in rows),
         "mean_frac_all_correct": statistics.mean(r["frac_all_correct"] for r in rows),
         "mean_frac_mixed": statistics.mean(r["frac_mixed"] for r in rows),
+        # the same weighted by rollouts: the share of the budget with / without a signal
+        **{
+            f"mean_frac_rollouts_{k}": statistics.mean(r[f"frac_rollouts_{k}"] for r in rows)
+            for k in ("all_wrong", "all_correct", "mixed")
+        },
         # |H / H* - 1| over the steps after the first tenth (controller warm-up and settling)
         "entropy_rel_dev": (
             statistics.mean(abs(r["entropy"] / r["target_entropy"] - 1) for r in after)
@@ -146,6 +151,7 @@ def run_arm(
         "target_entropy": _series(rows, "target_entropy"),
         "temperature": _series(rows, "temperature"),
         "frac_all_wrong": _series(rows, "frac_all_wrong"),
+        "frac_rollouts_mixed": _series(rows, "frac_rollouts_mixed"),
         "cum_tokens": _series(rows, "cum_tokens"),
         "run_dir": str(run),
     }
@@ -210,6 +216,10 @@ def summarize(records: list[dict], base_passk: dict, baseline: str = "uniform") 
             "frac_all_wrong": [r["mean_frac_all_wrong"] for r in rs],
             "frac_all_correct": [r["mean_frac_all_correct"] for r in rs],
             "frac_mixed": [r["mean_frac_mixed"] for r in rs],
+            **{
+                f"frac_rollouts_{k}": [r[f"mean_frac_rollouts_{k}"] for r in rs]
+                for k in ("all_wrong", "all_correct", "mixed")
+            },
             "entropy_rel_dev": [r["entropy_rel_dev"] for r in rs],
             "pass_at_k": {
                 k: [r["pass_at_k"][k] for r in rs if k in r["pass_at_k"]]
@@ -223,7 +233,7 @@ def to_markdown(s: dict) -> str:
     ks = [k for k in next(iter(s["arms"].values()))["pass_at_k"] if k.isdigit()]
     head = (
         "| arm | runs | final val acc | gain (points) | rollouts to baseline final "
-        "(ratio) | all-wrong | all-correct | mixed | entropy dev from target | "
+        "(ratio) | rollouts in all-wrong groups | in all-correct | in mixed | entropy dev from target | "
         + " | ".join(f"pass@{k}" for k in ks)
         + " |"
     )
@@ -242,10 +252,9 @@ def to_markdown(s: dict) -> str:
         dev = _ms(a["entropy_rel_dev"], ".1%")
         lines.append(
             f"| {arm} | {a['runs']} | {_ms(a['final_val_accuracy'])} | "
-            f"{_ms(a['gain_points'], '.1f')} | {reach_s} | {_ms(a['frac_all_wrong'], '.2f')} | "
-            f"{_ms(a['frac_all_correct'], '.2f')} | {_ms(a['frac_mixed'], '.2f')} | {dev} | "
-            + " | ".join(_ms(a["pass_at_k"].get(k, []), ".3f") for k in ks)
-            + " |"
+            f"{_ms(a['gain_points'], '.1f')} | {reach_s} | {_ms(a['frac_rollouts_all_wrong'], '.2f')} | "
+            f"{_ms(a['frac_rollouts_all_correct'], '.2f')} | {_ms(a['frac_rollouts_mixed'], '.2f')} | "
+            f"{dev} | " + " | ".join(_ms(a["pass_at_k"].get(k, []), ".3f") for k in ks) + " |"
         )
     return (
         f"Baseline: `{s['baseline']}`, final validation accuracy (mean over seeds) "
@@ -257,7 +266,7 @@ def to_markdown(s: dict) -> str:
 
 def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
     """One figure of the whole suite, seeds averaged: accuracy against rollouts, pass@k, the
-    share of all-wrong groups and the entropy against its target."""
+    share of rollouts that carry a learning signal and the entropy against its target."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,10 +297,10 @@ def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
                 label=arm,
             )
         every = rs[0]["series_every"]
-        wrong = np.array([r["frac_all_wrong"] for r in rs]).mean(axis=0)
-        steps = np.arange(len(wrong)) * every + 1
+        mixed = np.array([r["frac_rollouts_mixed"] for r in rs]).mean(axis=0)
+        steps = np.arange(len(mixed)) * every + 1
         kernel = np.ones(5) / 5
-        ax[2].plot(steps[2:-2], np.convolve(wrong, kernel, "valid"), color=colors[arm], label=arm)
+        ax[2].plot(steps[2:-2], np.convolve(mixed, kernel, "valid"), color=colors[arm], label=arm)
         if rs[0]["target_entropy"][-1] is not None:
             ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
             tgt = np.array([r["target_entropy"] for r in rs], dtype=float).mean(axis=0)
@@ -312,7 +321,7 @@ def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
     titles = [
         ("validation accuracy (greedy, mean ± std over seeds)", "cumulative rollouts"),
         ("pass@k at temperature 1 on held-out prompts", "k"),
-        ("share of all-wrong groups (5-point mean)", "step"),
+        ("share of rollouts in mixed groups (a learning signal)", "step"),
         ("token entropy of the sampling distribution", "step"),
     ]
     for a, (title, xl) in zip(ax, titles, strict=True):

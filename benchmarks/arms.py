@@ -6,8 +6,8 @@
 
 Every run is a fresh `e3rl train configs/demo.yaml ...` process with the same base model (one warm
 start, `model.warm_start.seed` fixed), the same prompts and the same 128 rollouts per step; only
-the arm's overrides and `trainer.seed` differ. The training set is cut to 800 prompts (50 steps an
-epoch) so that every prompt comes back six times: difficulty is tracked per prompt, and in a single
+the arm's overrides and `trainer.seed` differ. RL uses the first 800 of the demo's 4,000 training
+prompts (50 steps an epoch) so that every prompt comes back six times: difficulty is tracked per prompt, and in a single
 epoch nothing is known about any prompt when it is drawn.
 
 After training, each final model and the base model get `e3rl eval` with 16 samples per held-out
@@ -30,7 +30,7 @@ from pathlib import Path
 
 CONFIG = "configs/demo.yaml"
 # Shared by every run of the suite (and by the base model's evaluation).
-COMMON = ["task.train_size=800", "model.warm_start.seed=0", "trainer.eval_every=25"]
+COMMON = ["data.train_limit=800", "model.warm_start.seed=0", "trainer.eval_every=25"]
 PASS_K = (1, 2, 4, 8, 16)
 
 ARMS: dict[str, list[str]] = {
@@ -112,7 +112,7 @@ def run_arm(
         threads=threads,
     )
     wall = time.perf_counter() - t0
-    passk = _pass_at_k(str(run / "final"), run / "eval", pass_n, extra, threads) if pass_n else {}
+    passk = _pass_at_k(str(run / "final"), run, pass_n, extra, threads) if pass_n else {}
     for heavy in ("checkpoints", "final"):
         shutil.rmtree(run / heavy, ignore_errors=True)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -134,6 +134,11 @@ def run_arm(
         "mean_frac_all_wrong": statistics.mean(r["frac_all_wrong"] for r in rows),
         "mean_frac_all_correct": statistics.mean(r["frac_all_correct"] for r in rows),
         "mean_frac_mixed": statistics.mean(r["frac_mixed"] for r in rows),
+        # the same weighted by rollouts: the share of the budget with / without a signal
+        **{
+            f"mean_frac_rollouts_{k}": statistics.mean(r[f"frac_rollouts_{k}"] for r in rows)
+            for k in ("all_wrong", "all_correct", "mixed")
+        },
         # |H / H* - 1| over the steps after the first tenth (controller warm-up and settling)
         "entropy_rel_dev": (
             statistics.mean(abs(r["entropy"] / r["target_entropy"] - 1) for r in after)
@@ -146,6 +151,7 @@ def run_arm(
         "target_entropy": _series(rows, "target_entropy"),
         "temperature": _series(rows, "temperature"),
         "frac_all_wrong": _series(rows, "frac_all_wrong"),
+        "frac_rollouts_mixed": _series(rows, "frac_rollouts_mixed"),
         "cum_tokens": _series(rows, "cum_tokens"),
         "run_dir": str(run),
     }
@@ -210,6 +216,10 @@ def summarize(records: list[dict], base_passk: dict, baseline: str = "uniform") 
             "frac_all_wrong": [r["mean_frac_all_wrong"] for r in rs],
             "frac_all_correct": [r["mean_frac_all_correct"] for r in rs],
             "frac_mixed": [r["mean_frac_mixed"] for r in rs],
+            **{
+                f"frac_rollouts_{k}": [r[f"mean_frac_rollouts_{k}"] for r in rs]
+                for k in ("all_wrong", "all_correct", "mixed")
+            },
             "entropy_rel_dev": [r["entropy_rel_dev"] for r in rs],
             "pass_at_k": {
                 k: [r["pass_at_k"][k] for r in rs if k in r["pass_at_k"]]
@@ -223,7 +233,7 @@ def to_markdown(s: dict) -> str:
     ks = [k for k in next(iter(s["arms"].values()))["pass_at_k"] if k.isdigit()]
     head = (
         "| arm | runs | final val acc | gain (points) | rollouts to baseline final "
-        "(ratio) | all-wrong | all-correct | mixed | entropy dev from target | "
+        "(ratio) | rollouts in all-wrong groups | in all-correct | in mixed | entropy dev from target | "
         + " | ".join(f"pass@{k}" for k in ks)
         + " |"
     )
@@ -242,10 +252,9 @@ def to_markdown(s: dict) -> str:
         dev = _ms(a["entropy_rel_dev"], ".1%")
         lines.append(
             f"| {arm} | {a['runs']} | {_ms(a['final_val_accuracy'])} | "
-            f"{_ms(a['gain_points'], '.1f')} | {reach_s} | {_ms(a['frac_all_wrong'], '.2f')} | "
-            f"{_ms(a['frac_all_correct'], '.2f')} | {_ms(a['frac_mixed'], '.2f')} | {dev} | "
-            + " | ".join(_ms(a["pass_at_k"].get(k, []), ".3f") for k in ks)
-            + " |"
+            f"{_ms(a['gain_points'], '.1f')} | {reach_s} | {_ms(a['frac_rollouts_all_wrong'], '.2f')} | "
+            f"{_ms(a['frac_rollouts_all_correct'], '.2f')} | {_ms(a['frac_rollouts_mixed'], '.2f')} | "
+            f"{dev} | " + " | ".join(_ms(a["pass_at_k"].get(k, []), ".3f") for k in ks) + " |"
         )
     return (
         f"Baseline: `{s['baseline']}`, final validation accuracy (mean over seeds) "
@@ -253,6 +262,76 @@ def to_markdown(s: dict) -> str:
         "validation curve (linear between validation points); the ratio is to the baseline's "
         "total rollouts.\n\n" + "\n".join(lines) + "\n"
     )
+
+
+def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
+    """One figure of the whole suite, seeds averaged: accuracy against rollouts, pass@k, the
+    share of rollouts that carry a learning signal and the entropy against its target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    arms = list(summary["arms"])
+    colors = dict(zip(arms, plt.cm.tab10.colors, strict=False))
+    fig, ax = plt.subplots(1, 4, figsize=(22, 4.8))
+    for arm in arms:
+        rs = [r for r in records if r["arm"] == arm]
+        curve = np.array(mean_curve(rs))
+        acc = np.array([[p[2] for p in r["val_curve"][: len(curve)]] for r in rs])
+        ax[0].plot(curve[:, 1], curve[:, 2], color=colors[arm], label=arm)
+        if len(rs) > 1:
+            sd = acc.std(axis=0, ddof=1)
+            ax[0].fill_between(
+                curve[:, 1], curve[:, 2] - sd, curve[:, 2] + sd, color=colors[arm], alpha=0.12
+            )
+        pk = summary["arms"][arm]["pass_at_k"]
+        ks = [k for k in pk if k.isdigit() and pk[k]]
+        if ks:
+            ax[1].plot(
+                [int(k) for k in ks],
+                [np.mean(pk[k]) for k in ks],
+                "o-",
+                color=colors[arm],
+                label=arm,
+            )
+        every = rs[0]["series_every"]
+        mixed = np.array([r["frac_rollouts_mixed"] for r in rs]).mean(axis=0)
+        steps = np.arange(len(mixed)) * every + 1
+        kernel = np.ones(5) / 5
+        ax[2].plot(steps[2:-2], np.convolve(mixed, kernel, "valid"), color=colors[arm], label=arm)
+        if rs[0]["target_entropy"][-1] is not None:
+            ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
+            tgt = np.array([r["target_entropy"] for r in rs], dtype=float).mean(axis=0)
+            ax[3].plot(steps, ent, color=colors[arm], label=f"{arm} entropy")
+            ax[3].plot(steps, tgt, "--", color=colors[arm], label=f"{arm} target")
+        else:
+            ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
+            ax[3].plot(steps, ent, color=colors[arm], alpha=0.5, lw=1, label=f"{arm} entropy")
+    if summary["target_accuracy"] is not None:
+        ax[0].axhline(
+            summary["target_accuracy"], color="grey", ls=":", lw=1, label="baseline final"
+        )
+    bp = summary["base_pass_at_k"]
+    ks = [k for k in bp if k.isdigit()]
+    if ks:
+        ax[1].plot([int(k) for k in ks], [bp[k] for k in ks], "k^--", label="base model")
+    ax[1].set_xscale("log", base=2)
+    titles = [
+        ("validation accuracy (greedy, mean ± std over seeds)", "cumulative rollouts"),
+        ("pass@k at temperature 1 on held-out prompts", "k"),
+        ("share of rollouts in mixed groups (a learning signal)", "step"),
+        ("token entropy of the sampling distribution", "step"),
+    ]
+    for a, (title, xl) in zip(ax, titles, strict=True):
+        a.set_title(title, fontsize=10)
+        a.set_xlabel(xl)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -264,21 +343,32 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 torch thread each)")
     p.add_argument("--out", default="benchmarks/results/arms")
     p.add_argument("--quick", action="store_true", help="uniform vs value, seed 0, 100 steps")
+    p.add_argument("--runs-dir", help="where run directories go (default runs/bench/<out name>)")
+    p.add_argument("--resume", action="store_true", help="keep runs.json's records, run the rest")
+    p.add_argument(
+        "--summarize", action="store_true", help="rebuild summary/figures from runs.json"
+    )
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     a = p.parse_args()
     if a.quick:
         a.arms, a.seeds, a.steps, a.out = "uniform,value", "0", 100, a.out + "-quick"
     out = Path(a.out)
-    runs = Path("runs/bench") / out.name
+    runs = Path(a.runs_dir or Path("runs/bench") / out.name)
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
+    if a.summarize:
+        finish(json.loads((out / "runs.json").read_text()), runs, out)
+        return
     threads = max(1, 2 // a.jobs)
     # The base model is built (warm start, cached) once before anything runs in parallel.
-    base_passk = (
-        _pass_at_k("task", runs / "base-eval", a.pass_n, a.overrides, 2) if a.pass_n else {}
-    )
+    if a.pass_n and not (runs / "base-eval" / "eval.json").is_file():
+        _pass_at_k("task", runs / "base-eval", a.pass_n, a.overrides, 1)
     jobs = [(arm, int(s)) for s in a.seeds.split(",") for arm in a.arms.split(",")]
     records: list[dict] = []
+    if a.resume and (out / "runs.json").is_file():
+        records = json.loads((out / "runs.json").read_text())
+        done = {(r["arm"], r["seed"]) for r in records}
+        jobs = [j for j in jobs if j not in done]
 
     def one(job: tuple[str, int]) -> dict:
         rec = run_arm(*job, a.steps, runs, a.overrides, a.pass_n, threads)
@@ -294,10 +384,18 @@ def main() -> None:
         for rec in pool.map(one, jobs):
             records.append(rec)
             (out / "runs.json").write_text(json.dumps(records, indent=1))
+    finish(records, runs, out)
+
+
+def finish(records: list[dict], runs: Path, out: Path) -> None:
+    base = runs / "base-eval" / "eval.json"
+    res = json.loads(base.read_text()) if base.is_file() else {}
+    base_passk = {"greedy": res["greedy_accuracy"], **res["pass_at_k"]} if res else {}
     summary = summarize(records, base_passk)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(to_markdown(summary))
     print(to_markdown(summary))
+    plot_suite(records, summary, out / "suite.png")
     from e3rl.report import make_report
 
     make_report([r["run_dir"] for r in records if r["seed"] == records[0]["seed"]], out / "report")

@@ -157,7 +157,15 @@ def test_group_outcome_fractions_on_ragged_groups() -> None:
     groups = ["a", "a", "a", "b", "c", "c", "c", "c", "c", "d", "d", "e"]
     fractions = group_outcome_fractions(rewards, groups)
     assert fractions == pytest.approx(
-        {"frac_all_correct": 2 / 5, "frac_all_wrong": 2 / 5, "frac_mixed": 1 / 5}
+        {
+            "frac_all_correct": 2 / 5,
+            "frac_all_wrong": 2 / 5,
+            "frac_mixed": 1 / 5,
+            # by rollouts: a+e = 4 of 12 all correct, b+d = 3 all wrong, c = 5 mixed
+            "frac_rollouts_all_correct": 4 / 12,
+            "frac_rollouts_all_wrong": 3 / 12,
+            "frac_rollouts_mixed": 5 / 12,
+        }
     )
 
 
@@ -165,11 +173,13 @@ def test_group_outcome_fractions_threshold_and_interleaving() -> None:
     # ids need not be contiguous; a reward of 0.9 is wrong at threshold 1 and right at 0.5
     rewards = np.array([0.9, 1.0, 0.9, 0.0])
     groups = np.array([7, 3, 7, 3])
-    assert group_outcome_fractions(rewards, groups) == pytest.approx(
-        {"frac_all_correct": 0.0, "frac_all_wrong": 0.5, "frac_mixed": 0.5}
+    by_group = group_outcome_fractions(rewards, groups)
+    assert {k: by_group[k] for k in ("frac_all_correct", "frac_all_wrong", "frac_mixed")} == (
+        pytest.approx({"frac_all_correct": 0.0, "frac_all_wrong": 0.5, "frac_mixed": 0.5})
     )
-    assert group_outcome_fractions(rewards, groups, success_threshold=0.5) == pytest.approx(
-        {"frac_all_correct": 0.5, "frac_all_wrong": 0.0, "frac_mixed": 0.5}
+    lenient = group_outcome_fractions(rewards, groups, success_threshold=0.5)
+    assert {k: lenient[k] for k in ("frac_all_correct", "frac_all_wrong", "frac_mixed")} == (
+        pytest.approx({"frac_all_correct": 0.5, "frac_all_wrong": 0.0, "frac_mixed": 0.5})
     )
 
 

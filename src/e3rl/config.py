@@ -144,6 +144,8 @@ class DataConfig:
     """Prompts longer than this (after the chat template) are dropped or rejected."""
     on_too_long: Literal["drop", "error"] = "drop"
     """What to do with a prompt over data.max_prompt_tokens: drop it (counted) or stop."""
+    train_limit: int = 0
+    """Use only the first this many training prompts (0 = all): a smaller set comes back more often."""
     val_limit: int = 0
     """Use at most this many validation prompts (0 = all)."""
     shuffle: bool = True
@@ -154,6 +156,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _require(self.max_prompt_tokens >= 1, "max_prompt_tokens", self.max_prompt_tokens, ">= 1")
+        _require(self.train_limit >= 0, "train_limit", self.train_limit, "an integer >= 0")
         _require(self.val_limit >= 0, "val_limit", self.val_limit, "an integer >= 0")
 
 

@@ -156,7 +156,9 @@ def group_outcome_fractions(
     All-correct and all-wrong groups give zero GRPO advantage, so these fractions say how much of
     the rollout budget was spent without a learning signal. A rollout is correct when its reward is
     ``>= success_threshold``. Fractions are over groups, not rollouts, and groups may have
-    different sizes; a single-rollout group is all-correct or all-wrong, never mixed.
+    different sizes; a single-rollout group is all-correct or all-wrong, never mixed. The
+    ``frac_rollouts_*`` entries weight each group by its size: the share of rollouts spent in
+    groups of each outcome (what an allocator that skips or shrinks groups changes).
     Pass correctness (0/1) or raw rewards here, not length-biased ones: a biased correct reward
     is below 1 and would count as wrong at the default threshold.
     """
@@ -172,13 +174,20 @@ def group_outcome_fractions(
     correct_by_group: dict[Hashable, list[bool]] = {}
     for reward, gid in zip(values, ids, strict=True):
         correct_by_group.setdefault(gid, []).append(bool(reward >= success_threshold))
-    n_groups = len(correct_by_group)
-    n_all_correct = sum(all(flags) for flags in correct_by_group.values())
-    n_all_wrong = sum(not any(flags) for flags in correct_by_group.values())
+    groups = correct_by_group.values()
+    n_groups, n_rollouts = len(groups), len(values)
+    n_all_correct = sum(all(flags) for flags in groups)
+    n_all_wrong = sum(not any(flags) for flags in groups)
+    r_all_correct = sum(len(flags) for flags in groups if all(flags))
+    r_all_wrong = sum(len(flags) for flags in groups if not any(flags))
     return {
         "frac_all_correct": n_all_correct / n_groups,
         "frac_all_wrong": n_all_wrong / n_groups,
         "frac_mixed": (n_groups - n_all_correct - n_all_wrong) / n_groups,
+        # Weighted by rollouts: the share of the step's budget with and without a signal.
+        "frac_rollouts_all_correct": r_all_correct / n_rollouts,
+        "frac_rollouts_all_wrong": r_all_wrong / n_rollouts,
+        "frac_rollouts_mixed": (n_rollouts - r_all_correct - r_all_wrong) / n_rollouts,
     }
 
 

@@ -127,8 +127,9 @@ def load_data(cfg: Config, tokenizer, log) -> tuple[EncodedPrompts, EncodedPromp
             out.append(None)
             continue
         prompts = load_source(source, cfg.task)
-        if name == "validation" and cfg.data.val_limit:
-            prompts = prompts[: cfg.data.val_limit]
+        limit = cfg.data.val_limit if name == "validation" else cfg.data.train_limit
+        if limit:
+            prompts = prompts[:limit]
         if getattr(prompts, "skipped", None):
             log.info(f"skipped {len(prompts.skipped)} {name} records, e.g. {prompts.skipped[0]}")
         enc = encode_prompts(

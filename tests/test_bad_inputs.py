@@ -471,6 +471,12 @@ def garbage_run_config(tmp):
     return args, [str(tmp / "run" / "config.yaml"), "corrupt"]
 
 
+@case()
+def fresh_run_into_a_finished_run(tmp):
+    shutil.copytree(FINISHED, tmp / "run")
+    return train(tmp), [f"trainer.output_dir={tmp / 'run'}", "already holds a run", "--resume"]
+
+
 # ----------------------------------------------------------------------------- eval
 
 
@@ -521,6 +527,7 @@ def non_finite_updates_in_a_row(tmp):
 # ----------------------------------------------------------------------------- running them
 
 NEEDS_RUN = {
+    "fresh_run_into_a_finished_run",
     "truncated_optimizer_state",
     "garbage_state_json",
     "state_json_missing_fields",

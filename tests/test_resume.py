@@ -247,3 +247,23 @@ def test_random_kill_sweep(tmp_path, straight, seed):
         assert _run(run, f"final-model:{TOTAL}") == -signal.SIGKILL, kills
     assert _run(run) == 0, kills
     _assert_same_run(run, straight, f"seed={seed} kills={kills}")
+
+
+def test_a_fresh_run_never_appends_to_an_earlier_one(tmp_path):
+    """Without --resume, an output directory holding a run is refused and left as it was; the
+    demo picks the next free directory instead."""
+    from e3rl.demo import _free_dir
+    from e3rl.resume import ResumeError, check_fresh_start
+
+    run = tmp_path / "run"
+    check_fresh_start(run)  # absent: fine
+    (run / "checkpoints").mkdir(parents=True)
+    check_fresh_start(run)  # an empty checkpoints folder holds nothing
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(ResumeError, match="already holds a run .metrics.jsonl.*--resume"):
+        check_fresh_start(run)
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    assert _free_dir(run) == tmp_path / "run-2"
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "summary.json").write_text("{}")
+    assert _free_dir(run) == tmp_path / "run-3"

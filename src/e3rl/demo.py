@@ -29,10 +29,22 @@ def demo_config(output_dir: Path, overrides: list[str] | None = None):
     return config_from_dict(apply_overrides(data, list(overrides or [])))
 
 
+def _free_dir(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... when an earlier demo run is there: never overwrite one."""
+    candidate, k = path, 1
+    while (candidate / "metrics.jsonl").exists() or (candidate / "summary.json").exists():
+        k += 1
+        candidate = path.with_name(f"{path.name}-{k}")
+    if candidate != path:
+        print(f"{path} holds an earlier demo run; this one goes to {candidate}")
+    return candidate
+
+
 def run_demo(output_dir: Path, overrides: list[str] | None = None, quiet: bool = False) -> dict:
     from e3rl.trainer import train
 
     t0 = time.perf_counter()
+    output_dir = _free_dir(output_dir)
     cfg = demo_config(output_dir, overrides)
     summary = train(cfg, quiet=quiet)
     summary["wall_seconds"] = time.perf_counter() - t0

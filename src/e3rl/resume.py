@@ -29,6 +29,21 @@ class ResumeError(RuntimeError):
     """Resuming is impossible or unsafe; the message says why and what to do."""
 
 
+def check_fresh_start(run_dir: Path) -> None:
+    """A run started without --resume must not append to, or overwrite, another run's files."""
+    held = [
+        name
+        for name in ("metrics.jsonl", "summary.json", "checkpoints", "final")
+        if (run_dir / name).exists()
+        and not ((run_dir / name).is_dir() and not any((run_dir / name).iterdir()))
+    ]
+    if held:
+        raise ResumeError(
+            f"trainer.output_dir={run_dir} already holds a run ({', '.join(held)}): continue it "
+            "with --resume, or choose another trainer.output_dir (or delete that one)"
+        )
+
+
 def load_checkpoint_model(path: Path):
     """(model, tokenizer) of a checkpoint, float32; a corrupt one is a CheckpointError naming it."""
     if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():

@@ -38,6 +38,7 @@ from e3rl.metrics import group_outcome_fractions
 from e3rl.models import load_policy
 from e3rl.precision import compute_dtype
 from e3rl.resume import (
+    check_fresh_start,
     check_resume_config,
     load_checkpoint_adapters,
     load_checkpoint_model,
@@ -190,6 +191,8 @@ def train(
         torch.set_num_threads(cfg.trainer.threads)
     _seed_all(cfg.trainer.seed)
     nan_steps = nan_steps_from_env()
+    if not resume:
+        check_fresh_start(run_dir)
     log = RunLogger(run_dir, quiet=quiet, tensorboard=cfg.trainer.tensorboard)
     found = ckpt.list_checkpoints(run_dir) if resume else []
     latest = found[-1] if found else None

@@ -22,6 +22,7 @@ from e3rl.algos import group_advantages
 from e3rl.config import AlgoConfig, TaskConfig, TinyModelConfig
 from e3rl.data import task_prompts
 from e3rl.models import build_tiny_model, prepare_tokenizer, train_tokenizer
+from e3rl.optim import make_optimizer
 from e3rl.rollout.hf import HFEngine
 from e3rl.temperature import masked_mean
 from e3rl.update import policy_update
@@ -162,7 +163,8 @@ class E3RLStep:
         # Forced length: with no stop token, every sample runs to max_new_tokens (as TRL's
         # min_new_tokens does there), so both trainers generate and train the same tokens.
         self.engine.eos_ids = []
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.999))
+        # The trainer's own optimizer (fused AdamW where torch has the kernel).
+        self.optimizer = make_optimizer(self.model.parameters(), lr=LR, betas=(0.9, 0.999))
         batch = self.prompts_per_step * self.completions
         self.algo = AlgoConfig(micro_batch_size=self.micro_batch or batch)
         self.timer = PhaseTimer(self.model, self.optimizer)

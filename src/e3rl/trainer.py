@@ -36,6 +36,7 @@ from e3rl.killpoints import kill_point
 from e3rl.lora import add_lora, merged, trainable_parameters
 from e3rl.metrics import group_outcome_fractions
 from e3rl.models import load_policy
+from e3rl.optim import implementation_of, make_optimizer, set_implementation
 from e3rl.precision import compute_dtype
 from e3rl.resume import (
     check_fresh_start,
@@ -243,7 +244,7 @@ def train(
     allocator = _make_allocator(cfg)
     alloc_rng = np.random.default_rng(cfg.trainer.seed)
     controller = _make_controller(cfg, len(tokenizer))
-    optimizer = torch.optim.AdamW(
+    optimizer = make_optimizer(
         trainable_parameters(model),  # with LoRA only the adapters
         lr=cfg.optim.lr,
         betas=tuple(cfg.optim.betas),
@@ -262,9 +263,12 @@ def train(
     }
 
     if latest is not None:
+        impl = implementation_of(optimizer)
         restore(
             latest, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state
         )
+        # load_state_dict takes fused/foreach from the checkpoint: keep what this machine chose.
+        set_implementation(optimizer, impl)
     if resume:  # rows past the checkpoint (all rows, without one) come again: drop them
         log.truncate(state["step"])
     if latest is not None:

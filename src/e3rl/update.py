@@ -15,20 +15,72 @@ from e3rl.algos import aggregate, kl_penalty, ppo_clip_loss, token_logprobs
 from e3rl.config import AlgoConfig
 from e3rl.precision import autocast
 from e3rl.rollout.base import Rollouts
+from e3rl.rollout.kv_cache import cache_kwarg
 from e3rl.temperature import token_entropy
 
 
 def response_logits(model, input_ids, attention_mask, response_width: int) -> torch.Tensor:
-    """Logits predicting each response token: [S, R, V]."""
+    """Logits predicting each response token: [S, R, V] (input: prompt + R response columns).
+
+    The last response token only predicts what follows the response, so it is not fed."""
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=pos,
-        logits_to_keep=response_width + 1,
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=pos[:, :-1],
+        logits_to_keep=response_width,
         use_cache=False,
     )
-    return out.logits[:, :-1]
+    return out.logits
+
+
+def shared_prompt_logits(
+    model, input_ids, attention_mask, prompt_width: int, response_width: int
+) -> torch.Tensor:
+    """`response_logits` with each distinct prompt run once (its samples share it, a group's
+    prompt is otherwise run once per sample): the distinct prompts go forward with a KV cache,
+    the cache is expanded to the rows, then the responses go forward over it. Gradients flow
+    through the shared cache back into the prompt forward, so loss and gradients are those of
+    `response_logits` up to float rounding, for a fraction of the prompt tokens' cost."""
+    p, width = prompt_width, response_width
+    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    # Rows with equal prompt tokens and padding share one prompt forward.
+    key = torch.cat([input_ids[:, :p], attention_mask[:, :p]], dim=-1)
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+    u_attn = uniq[:, p:]
+    out = model(
+        input_ids=uniq[:, :p],
+        attention_mask=u_attn,
+        position_ids=(u_attn.cumsum(-1) - 1).clamp(min=0),
+        logits_to_keep=1,
+        use_cache=True,
+    )
+    first = out.logits.index_select(0, inverse)  # predicts the first response token
+    if width == 1:
+        return first
+    cache = getattr(out, "cache", None)  # transformers >= 5.2x; before: past_key_values
+    cache = out.past_key_values if cache is None else cache
+    cache.reorder_cache(inverse)  # index_select: differentiable, gradients add up per prompt
+    out = model(
+        input_ids=input_ids[:, p : p + width - 1],
+        attention_mask=attention_mask[:, : p + width - 1],
+        position_ids=pos[:, p : p + width - 1],
+        use_cache=True,
+        **{cache_kwarg(model): cache},
+    )
+    return torch.cat([first, out.logits], dim=1)
+
+
+def trimmed_logits(
+    model, ids, attn, prompt_width: int, response_width: int, share_prompts: bool = True
+) -> torch.Tensor:
+    """Logits [S, R, V] of the response tokens of trimmed rows (see `_trim`): through
+    `shared_prompt_logits` when some rows share a prompt and `share_prompts`, else plainly."""
+    if share_prompts and prompt_width > 0 and len(ids) > 1:
+        key = torch.cat([ids[:, :prompt_width], attn[:, :prompt_width]], dim=-1)
+        if len(torch.unique(key, dim=0)) < len(ids):
+            return shared_prompt_logits(model, ids, attn, prompt_width, response_width)
+    return response_logits(model, ids, attn, response_width)
 
 
 def _trim(r: Rollouts, idx: torch.Tensor):
@@ -48,13 +100,14 @@ def reference_logprobs(
     temperature: float,
     micro_batch_size: int,
     autocast_dtype: torch.dtype | None = None,
+    share_prompts: bool = True,
 ) -> torch.Tensor:
     out = torch.zeros_like(r.logprobs)
     dev = next(ref_model.parameters()).device
     for idx in torch.arange(len(r)).split(micro_batch_size):
         ids, attn, p, width = _trim(r, idx)
         with autocast(autocast_dtype, dev):
-            logits = response_logits(ref_model, ids.to(dev), attn.to(dev), width)
+            logits = trimmed_logits(ref_model, ids.to(dev), attn.to(dev), p, width, share_prompts)
         out[idx, :width] = token_logprobs(logits, ids[:, p : p + width].to(dev), temperature).cpu()
     return out
 
@@ -71,6 +124,7 @@ def policy_update(
     generator: torch.Generator | None = None,
     inject_nan: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    share_prompts: bool = True,
 ) -> dict[str, float]:
     """Runs cfg.ppo_epochs x cfg.minibatches optimizer steps; returns averaged statistics.
 
@@ -78,6 +132,8 @@ def policy_update(
     optimizer moments untouched) and is counted in `skipped_updates`. `inject_nan` (a test hook,
     see trainer.E3RL_TEST_NAN_STEPS) replaces every loss by NaN. `autocast_dtype` (bfloat16 for
     mixed precision) is the dtype of the forward pass; gradients reach the float32 weights.
+    `share_prompts` runs each distinct prompt of a micro-batch once (`shared_prompt_logits`);
+    False runs every row's prompt (the same loss and gradients up to rounding).
     """
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -101,7 +157,7 @@ def policy_update(
                 old = rollouts.logprobs[idx, :width].to(dev)
                 adv = advantages[idx].to(dev)[:, None]
                 with autocast(autocast_dtype, dev):
-                    logits = response_logits(model, ids, attn, width)
+                    logits = trimmed_logits(model, ids, attn, p, width, share_prompts)
                 logp = token_logprobs(logits, ids[:, p : p + width], temperature)
                 loss_mat, clipped = ppo_clip_loss(
                     logp, old, adv, cfg.clip_low, cfg.clip_high, cfg.dual_clip

@@ -140,3 +140,39 @@ def test_roomy_layer_matches_a_dynamic_layer_through_every_operation():
             ref.crop(arg)
         assert ours.get_seq_length() == ref.get_seq_length()
         assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_skipping_an_all_ones_mask_gives_identical_rollouts(tiny, temperature):
+    """Prompts of one length need no attention mask: the engine passes none, and the samples,
+    log-probabilities and entropies are bit for bit those of passing the all-ones mask."""
+    model, tok, problems = tiny
+    prompts = _prompts(tok, problems, 40)
+    length = max({len(p) for p in prompts}, key=[len(p) for p in prompts].count)
+    prompts = [p for p in prompts if len(p) == length][:3]
+    assert len(prompts) == 3
+
+    def run(skip):
+        eng = HFEngine(model, tok, micro_batch_size=16, generator=torch.Generator().manual_seed(4))
+        eng.skip_full_mask = skip
+        eng.eos_ids = list(range(20, 40))  # rows leave the batch at different steps
+        return eng.generate(prompts, [4, 2, 5], temperature, 10)
+
+    masks: list[bool] = []
+    hook = model.register_forward_pre_hook(
+        lambda mod, args, kw: masks.append(kw.get("attention_mask") is None), with_kwargs=True
+    )
+    try:
+        a = run(True)
+        assert masks and all(masks)  # no mask was built
+        masks.clear()
+        b = run(False)
+        assert masks and not any(masks)
+    finally:
+        hook.remove()
+    assert torch.equal(a.input_ids, b.input_ids)
+    assert torch.equal(a.response_mask, b.response_mask)
+    for name in ("logprobs", "entropy", "entropy_t1"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    if temperature == 1.0:
+        assert torch.equal(a.entropy, a.entropy_t1)

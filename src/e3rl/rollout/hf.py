@@ -9,17 +9,15 @@ along as padding.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
 from e3rl.precision import autocast
 from e3rl.rollout.base import Rollouts, collate
-from e3rl.rollout.kv_cache import new_cache
+from e3rl.rollout.kv_cache import cache_kwarg, new_cache
 
 
-def _entropy(logp: torch.Tensor) -> torch.Tensor:
-    return -(logp.exp() * logp).sum(-1)
+def _entropy(logp: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    return -((logp.exp() if probs is None else probs) * logp).sum(-1)
 
 
 class HFEngine:
@@ -38,10 +36,9 @@ class HFEngine:
         self.generator = generator
         self.eos_ids = self._eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id
-        # transformers >= 5.2x renamed the cache argument; older versions only know the old name.
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
-        params = inspect.signature(inner.forward).parameters
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.cache_arg = cache_kwarg(model)
+        self.skip_full_mask = True
+        """Pass no attention mask for chunks without padding (False: always pass it)."""
 
     @staticmethod
     def _eos_ids(model, tokenizer) -> list[int]:
@@ -111,12 +108,15 @@ class HFEngine:
             attn[r, width - len(prompts[p]) :] = 1
         ids, attn = ids.to(dev), attn.to(dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        # Without padding the mask is all ones, which transformers drops anyway (no mask, causal
+        # attention): not passing it saves building and checking it at every token.
+        full = self.skip_full_mask and bool(attn.all())
 
         # Prefill each distinct prompt once, then copy its cache rows to all of its samples.
         cache = new_cache(max_new_tokens)
         out = self.model(
             input_ids=ids,
-            attention_mask=attn,
+            attention_mask=None if full else attn,
             position_ids=pos,
             use_cache=True,
             logits_to_keep=1,
@@ -138,15 +138,20 @@ class HFEngine:
 
         for t in range(max_new_tokens):
             logp_t1 = torch.log_softmax(logits, -1)
+            probs = None
             if temperature > 0:
-                logp = torch.log_softmax(logits / temperature, -1)
-                tok = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(-1)
+                # logits / 1 == logits exactly: at T = 1 the second log-softmax is the first.
+                logp = torch.log_softmax(logits / temperature, -1) if temperature != 1 else logp_t1
+                probs = logp.exp()
+                tok = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
             else:
                 logp = logp_t1
                 tok = logits.argmax(-1)
-            stats[0, active, t] = logp.gather(-1, tok[:, None]).squeeze(-1)
-            stats[1, active, t] = _entropy(logp)
-            stats[2, active, t] = _entropy(logp_t1) if temperature != 1 else stats[1, active, t]
+            ent = _entropy(logp, probs)
+            ent_t1 = _entropy(logp_t1) if temperature != 1 else ent
+            stats[:, active, t] = torch.stack(
+                [logp.gather(-1, tok[:, None]).squeeze(-1), ent, ent_t1]
+            )
             tokens[active, t] = tok
             lengths[active] += 1
             finished = torch.isin(tok, eos)
@@ -159,10 +164,11 @@ class HFEngine:
                 idx = keep.nonzero().squeeze(-1)
                 cache.batch_select_indices(idx)
                 active, tok, attn, next_pos = active[idx], tok[idx], attn[idx], next_pos[idx]
-            attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
+            if not full:
+                attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
             out = self.model(
                 input_ids=tok[:, None],
-                attention_mask=attn,
+                attention_mask=None if full else attn,
                 position_ids=next_pos[:, None],
                 use_cache=True,
                 **{self.cache_arg: cache},

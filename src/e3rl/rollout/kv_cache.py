@@ -10,6 +10,7 @@ handed to attention are views of the filled part: the same numbers as with a pla
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 from transformers import DynamicCache
@@ -18,6 +19,14 @@ try:  # transformers >= 4.56 builds its caches from per-layer objects
     from transformers.cache_utils import DynamicLayer
 except ImportError:  # pragma: no cover - older transformers: a plain DynamicCache only
     DynamicLayer = None
+
+
+def cache_kwarg(model) -> str:
+    """The name of `model.forward`'s cache argument: transformers >= 5.2x renamed
+    `past_key_values` to `cache` (and warns on the old name); older versions know only the old."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    params = inspect.signature(inner.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def new_cache(room: int) -> DynamicCache:

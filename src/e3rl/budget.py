@@ -521,6 +521,25 @@ def make_allocator(name: str, **kwargs: Any) -> Allocator:
     return ALLOCATORS[name](**kwargs)
 
 
+def allocator_from_config(b: Any, n: int) -> Allocator:
+    """The allocator a `BudgetConfig` (`budget.*`) names, spending `n` rollouts per prompt on
+    average."""
+    if b.allocator == "uniform":
+        return make_allocator("uniform", n=n)
+    if b.allocator == "rank":
+        return make_allocator(
+            "rank",
+            n=n,
+            n_low=b.n_low,
+            n_high=b.n_high,
+            n_update=b.n_update,
+            steps_per_widening=b.widen_every or None,
+        )
+    return make_allocator(
+        "value", n_min=b.n_min, n_max=b.n_max, prior=tuple(b.prior), recheck_prob=b.recheck_prob
+    )
+
+
 def allocation_stats(counts: Sequence[int]) -> dict[str, Any]:
     """min / mean / max / total rollouts per prompt and a histogram ``{n: number of prompts}``."""
     c = [int(x) for x in counts]

@@ -65,6 +65,24 @@ class EntropyTemperatureController:
     update is a no-op) and annealing then scales it.
     """
 
+    @classmethod
+    def from_config(
+        cls, t: Any, initial_temperature: float, vocab_size: int, total_steps: int
+    ) -> EntropyTemperatureController:
+        """The controller a `TemperatureConfig` (`temperature.*`) describes."""
+        return cls(
+            initial_temperature=initial_temperature,
+            vocab_size=vocab_size,
+            warmup_steps=t.warmup_steps,
+            target_entropy=t.target_entropy,
+            min_temperature=t.min_temperature,
+            max_temperature=t.max_temperature,
+            anneal=t.anneal,
+            total_steps=max(int(total_steps), 1),
+            anneal_ratio=t.anneal_ratio,
+            anneal_factor=t.anneal_factor,
+        )
+
     def __init__(
         self,
         initial_temperature: float,

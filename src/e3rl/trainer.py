@@ -20,7 +20,7 @@ import torch
 
 from e3rl import checkpoint as ckpt
 from e3rl.algos import group_advantages
-from e3rl.budget import DifficultyTracker, allocation_stats, make_allocator
+from e3rl.budget import DifficultyTracker, allocation_stats, allocator_from_config
 from e3rl.config import Config
 from e3rl.config_io import dump_yaml, to_dict
 from e3rl.data import Batches, DataError, EncodedPrompts, encode_prompts, load_source
@@ -88,36 +88,8 @@ def _make_scheduler(optimizer, cfg: Config):
 def _make_controller(cfg: Config, vocab_size: int) -> EntropyTemperatureController | None:
     if cfg.rollout.temperature_control != "entropy":
         return None
-    t = cfg.temperature
-    return EntropyTemperatureController(
-        initial_temperature=cfg.rollout.temperature,
-        vocab_size=vocab_size,
-        warmup_steps=t.warmup_steps,
-        target_entropy=t.target_entropy,
-        min_temperature=t.min_temperature,
-        max_temperature=t.max_temperature,
-        anneal=t.anneal,
-        total_steps=max(cfg.trainer.total_steps, 1),
-        anneal_ratio=t.anneal_ratio,
-        anneal_factor=t.anneal_factor,
-    )
-
-
-def _make_allocator(cfg: Config):
-    b, n = cfg.budget, cfg.rollout.n
-    if b.allocator == "uniform":
-        return make_allocator("uniform", n=n)
-    if b.allocator == "rank":
-        return make_allocator(
-            "rank",
-            n=n,
-            n_low=b.n_low,
-            n_high=b.n_high,
-            n_update=b.n_update,
-            steps_per_widening=b.widen_every or None,
-        )
-    return make_allocator(
-        "value", n_min=b.n_min, n_max=b.n_max, prior=tuple(b.prior), recheck_prob=b.recheck_prob
+    return EntropyTemperatureController.from_config(
+        cfg.temperature, cfg.rollout.temperature, vocab_size, cfg.trainer.total_steps
     )
 
 
@@ -241,7 +213,7 @@ def train(
         cfg.budget.success_threshold, cfg.budget.decay, cfg.budget.rank_refresh
     )
     tracker.register([p.id for p in train_set.prompts])
-    allocator = _make_allocator(cfg)
+    allocator = allocator_from_config(cfg.budget, cfg.rollout.n)
     alloc_rng = np.random.default_rng(cfg.trainer.seed)
     controller = _make_controller(cfg, len(tokenizer))
     optimizer = make_optimizer(

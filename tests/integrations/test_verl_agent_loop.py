@@ -22,7 +22,7 @@ from e3rl.integrations.verl.entry import AGENT_LOOPS_FILE  # noqa: E402
 
 
 def _run(cfg, model_dir, prompts_and_temps):
-    from hf_token_server import HFTokenServer
+    from .hf_token_server import HFTokenServer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)

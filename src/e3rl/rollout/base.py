@@ -50,6 +50,14 @@ class Rollouts:
         return self.input_ids.shape[0]
 
 
+def check_request(prompts: list[list[int]], counts: list[int]) -> None:
+    """The checks every engine's `generate` makes on its arguments."""
+    if len(prompts) != len(counts):
+        raise ValueError(f"{len(prompts)} prompts but {len(counts)} counts")
+    if any(c < 0 for c in counts):
+        raise ValueError(f"counts must be >= 0, got {counts}")
+
+
 class Engine(Protocol):
     def generate(
         self,

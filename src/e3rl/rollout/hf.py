@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from e3rl.precision import autocast
-from e3rl.rollout.base import Rollouts, collate
+from e3rl.rollout.base import Rollouts, check_request, collate
 from e3rl.rollout.kv_cache import cache_kwarg, new_cache
 
 
@@ -60,10 +60,7 @@ class HFEngine:
         temperature: float,
         max_new_tokens: int,
     ) -> Rollouts:
-        if len(prompts) != len(counts):
-            raise ValueError(f"{len(prompts)} prompts but {len(counts)} counts")
-        if any(c < 0 for c in counts):
-            raise ValueError(f"counts must be >= 0, got {counts}")
+        check_request(prompts, counts)
         prompt_index = [i for i, c in enumerate(counts) for _ in range(c)]
         was_training = self.model.training
         self.model.eval()

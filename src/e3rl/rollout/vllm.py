@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from e3rl.algos import token_logprobs
-from e3rl.rollout.base import Rollouts, collate
+from e3rl.rollout.base import Rollouts, check_request, collate
 from e3rl.rollout.hf import HFEngine
 from e3rl.temperature import token_entropy
 from e3rl.update import response_logits
@@ -234,10 +234,7 @@ class VLLMEngine:
         temperature: float,
         max_new_tokens: int,
     ) -> Rollouts:
-        if len(prompts) != len(counts):
-            raise ValueError(f"{len(prompts)} prompts but {len(counts)} counts")
-        if any(c < 0 for c in counts):
-            raise ValueError(f"counts must be >= 0, got {counts}")
+        check_request(prompts, counts)
         self.sync_weights()
         requests = self._requests(counts, temperature)
         outs = []

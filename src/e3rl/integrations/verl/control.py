@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from e3rl.budget import DifficultyTracker, allocation_stats, make_allocator
+from e3rl.budget import DifficultyTracker, allocation_stats, allocator_from_config
 from e3rl.config import BudgetConfig, ConfigError, LengthBiasConfig, TemperatureConfig
 from e3rl.rewards.length_bias import length_biased_rewards
 from e3rl.temperature import EntropyTemperatureController
@@ -156,41 +156,13 @@ class E3rlControl:
             rank_refresh=b.rank_refresh,
             unseen="hardest",
         )
-        if b.allocator == "uniform":
-            self.allocator = make_allocator("uniform", n=self.n)
-        elif b.allocator == "rank":
-            self.allocator = make_allocator(
-                "rank",
-                n=self.n,
-                n_low=b.n_low,
-                n_high=b.n_high,
-                n_update=b.n_update,
-                steps_per_widening=b.widen_every or None,
-            )
-        else:
-            self.allocator = make_allocator(
-                "value",
-                n_min=b.n_min,
-                n_max=b.n_max,
-                prior=tuple(b.prior),
-                recheck_prob=b.recheck_prob,
-            )
+        self.allocator = allocator_from_config(b, self.n)
         self.rng = np.random.default_rng(settings.seed)
         self.fixed_temperature = float(initial_temperature)
         self.controller: EntropyTemperatureController | None = None
         if settings.temperature_control == "entropy":
-            t = settings.temperature
-            self.controller = EntropyTemperatureController(
-                initial_temperature=initial_temperature,
-                vocab_size=vocab_size,
-                warmup_steps=t.warmup_steps,
-                target_entropy=t.target_entropy,
-                min_temperature=t.min_temperature,
-                max_temperature=t.max_temperature,
-                anneal=t.anneal,
-                total_steps=max(int(total_steps), 1),
-                anneal_ratio=t.anneal_ratio,
-                anneal_factor=t.anneal_factor,
+            self.controller = EntropyTemperatureController.from_config(
+                settings.temperature, initial_temperature, vocab_size, total_steps
             )
         self.epoch = 0
         self.step = 0

@@ -52,6 +52,8 @@ ARMS: dict[str, list[str]] = {
         "budget.n_min=0",
         "budget.n_max=16",
         "rollout.temperature_control=entropy",
+        # the target from 10 steps' mean entropy, not from one noisy step (see README)
+        "temperature.warmup_steps=10",
         "temperature.anneal=true",
     ],
 }

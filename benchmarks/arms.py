@@ -338,11 +338,23 @@ def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
         if rs[0]["target_entropy"][-1] is not None:
             ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
             tgt = np.array([r["target_entropy"] for r in rs], dtype=float).mean(axis=0)
-            ax[3].plot(steps, ent, color=colors[arm], label=f"{arm} entropy")
+            ax[3].plot(
+                steps[2:-2],
+                np.convolve(ent, kernel, "valid"),
+                color=colors[arm],
+                label=f"{arm} entropy",
+            )
             ax[3].plot(steps, tgt, "--", color=colors[arm], label=f"{arm} target")
         else:
             ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
-            ax[3].plot(steps, ent, color=colors[arm], alpha=0.5, lw=1, label=f"{arm} entropy")
+            ax[3].plot(
+                steps[2:-2],
+                np.convolve(ent, kernel, "valid"),
+                color=colors[arm],
+                alpha=0.5,
+                lw=1,
+                label=f"{arm} entropy",
+            )
     if summary["target_accuracy"] is not None:
         ax[0].axhline(
             summary["target_accuracy"], color="grey", ls=":", lw=1, label="baseline final"
@@ -356,7 +368,7 @@ def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
         ("validation accuracy (greedy, mean ± std over seeds)", "cumulative rollouts"),
         ("pass@k at temperature 1 on held-out prompts", "k"),
         ("share of rollouts in mixed groups (a learning signal)", "step"),
-        ("token entropy of the sampling distribution", "step"),
+        ("sampling entropy (5-point mean) and its target", "step"),
     ]
     for a, (title, xl) in zip(ax, titles, strict=True):
         a.set_title(title, fontsize=10)

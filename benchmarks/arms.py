@@ -52,6 +52,8 @@ ARMS: dict[str, list[str]] = {
         "budget.n_min=0",
         "budget.n_max=16",
         "rollout.temperature_control=entropy",
+        # the target from 10 steps' mean entropy, not from one noisy step (see README)
+        "temperature.warmup_steps=10",
         "temperature.anneal=true",
     ],
 }
@@ -145,6 +147,7 @@ def run_arm(
             if after
             else None
         ),
+        "entropy_tracking": entropy_tracking(rows),
         "series_every": 5,
         "entropy": _series(rows, "entropy"),
         "entropy_t1": _series(rows, "entropy_t1"),
@@ -154,6 +157,26 @@ def run_arm(
         "frac_rollouts_mixed": _series(rows, "frac_rollouts_mixed"),
         "cum_tokens": _series(rows, "cum_tokens"),
         "run_dir": str(run),
+    }
+
+
+def entropy_tracking(rows: list[dict], window: int = 10) -> dict | None:
+    """How well the sampling entropy H followed its target H* after the controller's warm-up:
+    the mean of H/H* - 1 (drift, signed), and the mean |H/H* - 1| per step and over a rolling
+    `window`-step mean (one step's entropy is noisy, so the per-step figure is mostly that
+    noise)."""
+    import numpy as np
+
+    on = [r for r in rows if r.get("target_entropy")]
+    if len(on) < window:
+        return None
+    ratio = np.array([r["entropy"] / r["target_entropy"] for r in on])
+    rolling = np.convolve(ratio, np.ones(window) / window, "valid")
+    return {
+        "drift": float(ratio.mean() - 1),
+        "per_step_abs_dev": float(np.abs(ratio - 1).mean()),
+        f"rolling{window}_abs_dev": float(np.abs(rolling - 1).mean()),
+        f"rolling{window}_max_abs_dev": float(np.abs(rolling - 1).max()),
     }
 
 
@@ -184,7 +207,8 @@ def _ms(values: list[float], fmt: str = ".3f") -> str:
         return "—"
     if len(values) == 1:
         return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+    spread = format(statistics.stdev(values), fmt.lstrip("+"))
+    return f"{format(statistics.mean(values), fmt)} ± {spread}"
 
 
 def summarize(records: list[dict], base_passk: dict, baseline: str = "uniform") -> dict:
@@ -221,6 +245,12 @@ def summarize(records: list[dict], base_passk: dict, baseline: str = "uniform") 
                 for k in ("all_wrong", "all_correct", "mixed")
             },
             "entropy_rel_dev": [r["entropy_rel_dev"] for r in rs],
+            "entropy_drift": [
+                r["entropy_tracking"]["drift"] for r in rs if r.get("entropy_tracking")
+            ],
+            "entropy_rolling10_abs_dev": [
+                r["entropy_tracking"]["rolling10_abs_dev"] for r in rs if r.get("entropy_tracking")
+            ],
             "pass_at_k": {
                 k: [r["pass_at_k"][k] for r in rs if k in r["pass_at_k"]]
                 for k in (rs[0]["pass_at_k"] or {})
@@ -233,7 +263,7 @@ def to_markdown(s: dict) -> str:
     ks = [k for k in next(iter(s["arms"].values()))["pass_at_k"] if k.isdigit()]
     head = (
         "| arm | runs | final val acc | gain (points) | rollouts to baseline final "
-        "(ratio) | rollouts in all-wrong groups | in all-correct | in mixed | entropy dev from target | "
+        "(ratio) | rollouts in all-wrong groups | in all-correct | in mixed | entropy vs target: drift / 10-step dev | "
         + " | ".join(f"pass@{k}" for k in ks)
         + " |"
     )
@@ -249,7 +279,11 @@ def to_markdown(s: dict) -> str:
         reach = a["rollouts_to_baseline_final"]
         ratio = a["rollout_ratio_to_baseline"]
         reach_s = f"{reach:,.0f} ({ratio:.2f})" if reach else "not reached"
-        dev = _ms(a["entropy_rel_dev"], ".1%")
+        dev = (
+            f"{_ms(a['entropy_drift'], '+.1%')} / {_ms(a['entropy_rolling10_abs_dev'], '.1%')}"
+            if a["entropy_drift"]
+            else "—"
+        )
         lines.append(
             f"| {arm} | {a['runs']} | {_ms(a['final_val_accuracy'])} | "
             f"{_ms(a['gain_points'], '.1f')} | {reach_s} | {_ms(a['frac_rollouts_all_wrong'], '.2f')} | "
@@ -304,11 +338,23 @@ def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
         if rs[0]["target_entropy"][-1] is not None:
             ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
             tgt = np.array([r["target_entropy"] for r in rs], dtype=float).mean(axis=0)
-            ax[3].plot(steps, ent, color=colors[arm], label=f"{arm} entropy")
+            ax[3].plot(
+                steps[2:-2],
+                np.convolve(ent, kernel, "valid"),
+                color=colors[arm],
+                label=f"{arm} entropy",
+            )
             ax[3].plot(steps, tgt, "--", color=colors[arm], label=f"{arm} target")
         else:
             ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
-            ax[3].plot(steps, ent, color=colors[arm], alpha=0.5, lw=1, label=f"{arm} entropy")
+            ax[3].plot(
+                steps[2:-2],
+                np.convolve(ent, kernel, "valid"),
+                color=colors[arm],
+                alpha=0.5,
+                lw=1,
+                label=f"{arm} entropy",
+            )
     if summary["target_accuracy"] is not None:
         ax[0].axhline(
             summary["target_accuracy"], color="grey", ls=":", lw=1, label="baseline final"
@@ -322,7 +368,7 @@ def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
         ("validation accuracy (greedy, mean ± std over seeds)", "cumulative rollouts"),
         ("pass@k at temperature 1 on held-out prompts", "k"),
         ("share of rollouts in mixed groups (a learning signal)", "step"),
-        ("token entropy of the sampling distribution", "step"),
+        ("sampling entropy (5-point mean) and its target", "step"),
     ]
     for a, (title, xl) in zip(ax, titles, strict=True):
         a.set_title(title, fontsize=10)
@@ -388,6 +434,11 @@ def main() -> None:
 
 
 def finish(records: list[dict], runs: Path, out: Path) -> None:
+    for r in records:  # recomputed from the run's log where it is at hand
+        log = Path(r["run_dir"]) / "metrics.jsonl"
+        if log.is_file():
+            rows = [json.loads(x) for x in log.read_text().splitlines()]
+            r["entropy_tracking"] = entropy_tracking(rows)
     base = runs / "base-eval" / "eval.json"
     res = json.loads(base.read_text()) if base.is_file() else {}
     base_passk = {"greedy": res["greedy_accuracy"], **res["pass_at_k"]} if res else {}

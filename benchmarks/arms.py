@@ -439,9 +439,15 @@ def finish(records: list[dict], runs: Path, out: Path) -> None:
         if log.is_file():
             rows = [json.loads(x) for x in log.read_text().splitlines()]
             r["entropy_tracking"] = entropy_tracking(rows)
-    base = runs / "base-eval" / "eval.json"
-    res = json.loads(base.read_text()) if base.is_file() else {}
-    base_passk = {"greedy": res["greedy_accuracy"], **res["pass_at_k"]} if res else {}
+    (out / "runs.json").write_text(json.dumps(records, indent=1))
+    base, previous = runs / "base-eval" / "eval.json", out / "summary.json"
+    if base.is_file():
+        res = json.loads(base.read_text())
+        base_passk = {"greedy": res["greedy_accuracy"], **res["pass_at_k"]}
+    else:  # the run directories are gone: keep what the last summary measured
+        base_passk = (
+            json.loads(previous.read_text())["base_pass_at_k"] if previous.is_file() else {}
+        )
     summary = summarize(records, base_passk)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(to_markdown(summary))
@@ -449,7 +455,11 @@ def finish(records: list[dict], runs: Path, out: Path) -> None:
     plot_suite(records, summary, out / "suite.png")
     from e3rl.report import make_report
 
-    make_report([r["run_dir"] for r in records if r["seed"] == records[0]["seed"]], out / "report")
+    first_seed = [r["run_dir"] for r in records if r["seed"] == records[0]["seed"]]
+    if all(Path(d).is_dir() for d in first_seed):
+        make_report(first_seed, out / "report")
+    else:
+        print("run directories not at hand: report/ left as it is")
 
 
 if __name__ == "__main__":

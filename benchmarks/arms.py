@@ -119,7 +119,6 @@ def run_arm(
         shutil.rmtree(run / heavy, ignore_errors=True)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
-    after = [r for r in rows[len(rows) // 10 :] if r.get("target_entropy")]
     return {
         "arm": name,
         "seed": seed,
@@ -141,12 +140,6 @@ def run_arm(
             f"mean_frac_rollouts_{k}": statistics.mean(r[f"frac_rollouts_{k}"] for r in rows)
             for k in ("all_wrong", "all_correct", "mixed")
         },
-        # |H / H* - 1| over the steps after the first tenth (controller warm-up and settling)
-        "entropy_rel_dev": (
-            statistics.mean(abs(r["entropy"] / r["target_entropy"] - 1) for r in after)
-            if after
-            else None
-        ),
         "entropy_tracking": entropy_tracking(rows),
         "series_every": 5,
         "entropy": _series(rows, "entropy"),
@@ -244,7 +237,6 @@ def summarize(records: list[dict], base_passk: dict, baseline: str = "uniform") 
                 f"frac_rollouts_{k}": [r[f"mean_frac_rollouts_{k}"] for r in rs]
                 for k in ("all_wrong", "all_correct", "mixed")
             },
-            "entropy_rel_dev": [r["entropy_rel_dev"] for r in rs],
             "entropy_drift": [
                 r["entropy_tracking"]["drift"] for r in rs if r.get("entropy_tracking")
             ],

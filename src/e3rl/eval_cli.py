@@ -74,6 +74,7 @@ def run_eval(args: argparse.Namespace) -> int:
         cfg.rollout.micro_batch_size,
         torch.Generator(device=device).manual_seed(args.seed),
         autocast_dtype=compute_dtype(cfg.model.dtype),  # as in training: bf16 over fp32 weights
+        lean_decode=cfg.rollout.lean_decode,
     )
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as bar:

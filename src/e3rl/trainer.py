@@ -207,7 +207,12 @@ def train(
         engine = VLLMEngine.from_config(cfg, model, tokenizer, sampler)
     else:
         engine = HFEngine(
-            model, tokenizer, cfg.rollout.micro_batch_size, sampler, autocast_dtype=amp
+            model,
+            tokenizer,
+            cfg.rollout.micro_batch_size,
+            sampler,
+            autocast_dtype=amp,
+            lean_decode=cfg.rollout.lean_decode,
         )
     tracker = DifficultyTracker(
         cfg.budget.success_threshold, cfg.budget.decay, cfg.budget.rank_refresh
@@ -291,6 +296,8 @@ def train(
             f"on {len(val_set.prompts)} prompts"
         )
 
+    if getattr(engine, "decode_path", "lean") != "lean":  # the slower path: say why
+        log.info(f"rollout decode steps run through {engine.decode_path}")
     total = cfg.trainer.total_steps
     budget = cfg.rollout.n * cfg.data.batch_size
     bad_steps = BadSteps(cfg.trainer.max_bad_steps)

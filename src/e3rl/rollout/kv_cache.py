@@ -104,3 +104,11 @@ if DynamicLayer is not None:
             self.length = max(self.length + tokens_to_remove, 0)
             if self._k is not None:
                 self._views()
+
+
+def has_room(cache) -> bool:
+    """Whether every layer of `cache` is a RoomyLayer (lean decoding writes into those)."""
+    layers = getattr(cache, "layers", None)
+    return (
+        DynamicLayer is not None and bool(layers) and all(isinstance(x, RoomyLayer) for x in layers)
+    )

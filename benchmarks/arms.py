@@ -1,6 +1,6 @@
 """Learning efficiency: the method's arms side by side on the arith task, several seeds each.
 
-    python benchmarks/arms.py                      # the full suite: 8 arms x 3 seeds, 300 steps
+    python benchmarks/arms.py                      # the full suite: 9 arms x 3 seeds, 300 steps
     python benchmarks/arms.py --quick              # uniform vs value, 1 seed, 100 steps (minutes)
     python benchmarks/arms.py --arms uniform,temp,temp_anneal --out benchmarks/results/temperature
 
@@ -38,6 +38,13 @@ ARMS: dict[str, list[str]] = {
     "entropy_bonus": ["algo.entropy_coef=0.01"],
     "rank": ["budget.allocator=rank"],
     "value": ["budget.allocator=value", "budget.n_min=0", "budget.n_max=16"],
+    # value with Knapsack-RL's worth of a group, P(mixed) x p(1-p)^2, instead of P(mixed)
+    "knapsack": [
+        "budget.allocator=value",
+        "budget.n_min=0",
+        "budget.n_max=16",
+        "budget.value_objective=knapsack",
+    ],
     "temp": ["rollout.temperature_control=entropy"],
     "temp_anneal": ["rollout.temperature_control=entropy", "temperature.anneal=true"],
     "paper": [

@@ -258,13 +258,36 @@ def g_lgamma(a, b, c):
     return 1.0 - moment(a, b) - moment(b, a)
 
 
-def brute_force_best(s, f, budget, n_min, n_max, prior):
+def beta_moment(a, b, x, y):
+    """E[p^x (1-p)^y] for p ~ Beta(a, b), from log-Gamma functions."""
+    return math.exp(
+        math.lgamma(a + x)
+        + math.lgamma(b + y)
+        + math.lgamma(a + b)
+        - math.lgamma(a)
+        - math.lgamma(b)
+        - math.lgamma(a + b + x + y)
+    )
+
+
+def knapsack_lgamma(a, b, c):
+    """v(c) = E[(1 - p^c - (1-p)^c) p (1-p)^2], term by term (no shifted-Beta identity)."""
+    if c == 0:
+        return 0.0
+    return beta_moment(a, b, 1, 2) - beta_moment(a, b, c + 1, 2) - beta_moment(a, b, 1, c + 2)
+
+
+VALUE = {"mixed": g_lgamma, "knapsack": knapsack_lgamma}
+
+
+def brute_force_best(s, f, budget, n_min, n_max, prior, objective="mixed"):
     a = [prior[0] + x for x in s]
     b = [prior[1] + x for x in f]
+    v = VALUE[objective]
     best = -1.0
     for c in itertools.product(range(n_min, n_max + 1), repeat=len(s)):
         if sum(c) == budget:
-            best = max(best, sum(g_lgamma(a[i], b[i], c[i]) for i in range(len(s))))
+            best = max(best, sum(v(a[i], b[i], c[i]) for i in range(len(s))))
     return best
 
 
@@ -278,25 +301,52 @@ def value_problems(draw):
     n_max = draw(st.integers(max(n_min, 1), 6))
     budget = draw(st.integers(min(n_min * n, 12), min(n_max * n, 12)))
     prior = draw(st.sampled_from([(1.0, 1.0), (0.5, 0.5), (2.0, 1.0)]))
-    return s, f, budget, n_min, n_max, prior
+    objective = draw(st.sampled_from(["mixed", "knapsack"]))
+    return s, f, budget, n_min, n_max, prior, objective
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value_problems())
 def test_value_allocation_is_optimal(problem):
-    s, f, budget, n_min, n_max, prior = problem
+    s, f, budget, n_min, n_max, prior, objective = problem
     if budget < n_min * len(s):
         with pytest.raises(ValueError, match=f"budget={budget}"):
             value_allocation(s, f, budget, n_min, n_max, prior)
         return
-    counts = value_allocation(s, f, budget, n_min, n_max, prior)
+    counts = value_allocation(s, f, budget, n_min, n_max, prior, objective=objective)
     assert sum(counts) == budget and all(n_min <= c <= n_max for c in counts)
-    got = expected_mixed(s, f, counts, prior)
+    got = expected_mixed(s, f, counts, prior, objective)
     a = [prior[0] + x for x in s]
+    v = VALUE[objective]
     assert got == pytest.approx(
-        sum(g_lgamma(a[i], prior[1] + f[i], c) for i, c in enumerate(counts)), abs=1e-9
+        sum(v(a[i], prior[1] + f[i], c) for i, c in enumerate(counts)), abs=1e-9
     )
-    assert got == pytest.approx(brute_force_best(s, f, budget, n_min, n_max, prior), abs=1e-9)
+    best = brute_force_best(s, f, budget, n_min, n_max, prior, objective)
+    assert got == pytest.approx(best, abs=1e-9)
+
+
+def test_knapsack_value_by_hand():
+    # Beta(1, 1): E[p (1-p)^2] = 1/12; a group of 2 is mixed w.p. 2p(1-p), so
+    # v(2) = E[2 p^2 (1-p)^3] = 2 * B(3, 4) / B(1, 1) = 2 * 2! 3! / 6! = 1/30
+    assert expected_mixed([0], [0], [2], objective="knapsack") == pytest.approx(1 / 30, abs=1e-15)
+    assert expected_mixed([0], [0], [1], objective="knapsack") == 0.0
+
+
+def test_mixed_objective_favours_solved_prompts_knapsack_does_not():
+    # 8 rollouts seen per prompt: all correct, all wrong, or 4 of 8. Counting mixed groups gives
+    # the all-correct prompt more than the 4-of-8 one (its mixed chance saturates more slowly);
+    # Knapsack-RL's weight p(1-p)^2 gives it the fewest, and the most to the all-wrong prompt
+    # (a hard prompt needs a large group to be mixed at all).
+    s, f = [8, 0, 4], [0, 8, 4]
+    mixed = value_allocation(s, f, 24, 1, 16)
+    knap = value_allocation(s, f, 24, 1, 16, objective="knapsack")
+    assert mixed[0] > mixed[2]
+    assert knap[0] < knap[2] < knap[1], knap
+
+
+def test_unknown_objective():
+    with pytest.raises(ValueError, match="unknown objective 'best'; valid: mixed, knapsack"):
+        value_allocation([0], [0], 2, 0, 4, objective="best")
 
 
 @settings(max_examples=100, deadline=None)

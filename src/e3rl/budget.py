@@ -296,6 +296,22 @@ def _mixed_gains(a: np.ndarray, b: np.ndarray, c_max: int) -> np.ndarray:
     return gains
 
 
+def _knapsack_gains(a: np.ndarray, b: np.ndarray, c_max: int) -> np.ndarray:
+    """Marginal gains of ``v(c) = E[(1 - p^c - (1-p)^c) p (1-p)^2]`` (Knapsack-RL's task value:
+    the chance of a non-zero gradient times their InfoGain ``p (1-p)^2``, here averaged over the
+    Beta posterior instead of at a point estimate).
+
+    ``p (1-p)^2`` times the Beta(a, b) density is ``K`` times the Beta(a+1, b+2) density with
+    ``K = E[p (1-p)^2] = a b (b+1) / ((a+b)(a+b+1)(a+b+2))``, so the gains are K times the mixed
+    gains of that shifted posterior: the same shape (concave from c = 1), so the same solvers."""
+    k = a * b * (b + 1) / ((a + b) * (a + b + 1) * (a + b + 2))
+    return k[:, None] * _mixed_gains(a + 1, b + 2, c_max)
+
+
+OBJECTIVES = {"mixed": _mixed_gains, "knapsack": _knapsack_gains}
+"""Per-prompt value of a group of c rollouts, as marginal gains (see `value_allocation`)."""
+
+
 def _solve_greedy(
     gains: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int, priority: np.ndarray
 ) -> np.ndarray:
@@ -352,14 +368,20 @@ def value_allocation(
     prior: Sequence[float] = (1.0, 1.0),
     recheck_prob: float = 0.0,
     rng: np.random.Generator | None = None,
+    objective: str = "mixed",
 ) -> list[int]:
-    """Counts maximising the expected number of mixed groups (the only ones with GRPO signal).
+    """Counts maximising the expected value of the step's groups.
 
-    Per prompt ``p ~ Beta(a0 + s, b0 + f)``; a group of c rollouts is mixed with expected
-    probability ``g(c) = 1 - E[p^c] - E[(1-p)^c]`` (and g(0) = g(1) = 0). Maximises ``sum g_i(c_i)``
-    exactly subject to ``sum c = budget`` and ``n_min <= c <= n_max``: greedy by marginal gain when
-    ``n_min >= 1`` (g is concave from 1), dynamic programming when ``n_min == 0``. Ties prefer the
-    harder prompt (lower posterior mean), then the less-known one (smaller a + b), then position.
+    Per prompt ``p ~ Beta(a0 + s, b0 + f)``. ``objective="mixed"``: the expected number of mixed
+    groups (the only ones with GRPO signal), ``g(c) = 1 - E[p^c] - E[(1-p)^c]`` (g(0) = g(1) = 0).
+    It counts a 1-in-12 group on a near-solved prompt as much as a 6-in-12 one, and because
+    ``g`` saturates fastest where ``p`` is most uncertain, it can give *more* rollouts to prompts
+    that have been all-correct than to mixed ones. ``objective="knapsack"`` weights each group
+    by Knapsack-RL's InfoGain ``p (1-p)^2`` (``_knapsack_gains``), which stops that and leans
+    towards the harder prompts. Maximises ``sum v_i(c_i)`` exactly subject to ``sum c = budget``
+    and ``n_min <= c <= n_max``: greedy by marginal gain when ``n_min >= 1`` (v is concave from 1),
+    dynamic programming when ``n_min == 0``. Ties prefer the harder prompt (lower posterior mean),
+    then the less-known one (smaller a + b), then position.
 
     Re-check (``n_min == 0`` only): a skipped prompt's estimate never changes, so each prompt
     allocated 0 is, with probability ``recheck_prob``, forced to get at least 2 rollouts -- 2 is
@@ -370,13 +392,15 @@ def value_allocation(
     """
     a, b = _posterior(successes, failures, prior)
     budget, n_min, n_max = _check_bounds(len(a), budget, n_min, n_max)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
     if not 0.0 <= recheck_prob <= 1.0:
         raise ValueError(f"recheck_prob must be in [0, 1], got recheck_prob={recheck_prob}")
     if recheck_prob > 0 and rng is None:
         raise ValueError("recheck_prob > 0 needs an rng (np.random.Generator)")
     order = np.lexsort((np.arange(len(a)), a + b, a / (a + b)))  # preferred first
     lo, hi = np.full(len(a), n_min, dtype=np.int64), np.full(len(a), n_max, dtype=np.int64)
-    gains = _mixed_gains(a, b, n_max)
+    gains = OBJECTIVES[objective](a, b, n_max)
     counts = _solve(gains, lo, hi, budget, order)
     if recheck_prob > 0:
         draw = rng.random(len(a)) < recheck_prob
@@ -389,14 +413,19 @@ def value_allocation(
 
 
 def expected_mixed(
-    successes: Any, failures: Any, counts: Sequence[int], prior: Sequence[float] = (1.0, 1.0)
+    successes: Any,
+    failures: Any,
+    counts: Sequence[int],
+    prior: Sequence[float] = (1.0, 1.0),
+    objective: str = "mixed",
 ) -> float:
-    """Objective of :func:`value_allocation`: expected number of mixed groups, ``sum g_i(c_i)``."""
+    """The objective :func:`value_allocation` maximises, ``sum v_i(c_i)``: by default the expected
+    number of mixed groups."""
     a, b = _posterior(successes, failures, prior)
     c = np.asarray(counts, dtype=np.int64).reshape(-1)
     if c.shape != a.shape or np.any(c < 0):
         raise ValueError(f"need {len(a)} non-negative counts, got {c.tolist()}")
-    gains = _mixed_gains(a, b, int(c.max(initial=0)))
+    gains = OBJECTIVES[objective](a, b, int(c.max(initial=0)))
     g = np.concatenate([np.zeros((len(a), 1)), np.cumsum(gains, axis=1)], axis=1)
     return float(g[np.arange(len(a)), c].sum())
 
@@ -499,12 +528,21 @@ class ValueAllocator:
     n_max: int = 16
     prior: tuple[float, float] = (1.0, 1.0)
     recheck_prob: float = 0.05
+    objective: str = "mixed"
 
     def allocate(self, prompt_ids, budget, tracker, epoch, step, rng) -> list[int]:
         tracker.register(prompt_ids)
         s, f = tracker.successes_failures(prompt_ids)
         return value_allocation(
-            s, f, budget, self.n_min, self.n_max, tuple(self.prior), self.recheck_prob, rng
+            s,
+            f,
+            budget,
+            self.n_min,
+            self.n_max,
+            tuple(self.prior),
+            self.recheck_prob,
+            rng,
+            self.objective,
         )
 
 
@@ -536,7 +574,12 @@ def allocator_from_config(b: Any, n: int) -> Allocator:
             steps_per_widening=b.widen_every or None,
         )
     return make_allocator(
-        "value", n_min=b.n_min, n_max=b.n_max, prior=tuple(b.prior), recheck_prob=b.recheck_prob
+        "value",
+        n_min=b.n_min,
+        n_max=b.n_max,
+        prior=tuple(b.prior),
+        recheck_prob=b.recheck_prob,
+        objective=b.value_objective,
     )
 
 

@@ -195,6 +195,8 @@ class RolloutConfig:
     """'entropy' steers the temperature each step to keep the policy entropy at a target."""
     micro_batch_size: int = 256
     """Sequences generated at once (bounds memory)."""
+    lean_decode: bool = True
+    """hf engine: decode Llama/Qwen2 models with fused weights (same logits, faster on CPU)."""
     engine: Literal["hf", "vllm"] = "hf"
     """Rollout engine: 'hf' (transformers, CPU or GPU) or 'vllm' (extra `vllm`; docs/vllm.md)."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
@@ -331,6 +333,8 @@ class BudgetConfig:
     """value: Beta prior (alpha, beta) over each prompt's success probability."""
     recheck_prob: float = 0.05
     """value: chance that a prompt allocated 0 still gets a small group so its estimate stays fresh."""
+    value_objective: Literal["mixed", "knapsack"] = "mixed"
+    """value: what a group is worth: P(mixed), or P(mixed) x p(1-p)^2 (Knapsack-RL's weight)."""
 
     def __post_init__(self) -> None:
         _require(0 < self.decay <= 1, "decay", self.decay, "a float in (0, 1]")

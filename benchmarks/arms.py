@@ -1,6 +1,6 @@
 """Learning efficiency: the method's arms side by side on the arith task, several seeds each.
 
-    python benchmarks/arms.py                      # the full suite: 9 arms x 3 seeds, 300 steps
+    python benchmarks/arms.py                      # the full suite: 10 arms x 3 seeds, 300 steps
     python benchmarks/arms.py --quick              # uniform vs value, 1 seed, 100 steps (minutes)
     python benchmarks/arms.py --arms uniform,temp,temp_anneal --out benchmarks/results/temperature
 
@@ -60,6 +60,16 @@ ARMS: dict[str, list[str]] = {
         "budget.n_max=16",
         "rollout.temperature_control=entropy",
         # the target from 10 steps' mean entropy, not from one noisy step (see README)
+        "temperature.warmup_steps=10",
+        "temperature.anneal=true",
+    ],
+    # e3rl with the knapsack objective for the value allocator
+    "e3rl_knapsack": [
+        "budget.allocator=value",
+        "budget.n_min=0",
+        "budget.n_max=16",
+        "budget.value_objective=knapsack",
+        "rollout.temperature_control=entropy",
         "temperature.warmup_steps=10",
         "temperature.anneal=true",
     ],

@@ -7,6 +7,9 @@ threads; 3 timed repeats (after one warm-up), median reported. Responses stop at
 template's end-of-turn token, so the token count varies between repeats: tokens/s is the number
 of generated tokens (prefill excluded from the count, included in the time) over the wall time.
 CPU seconds per token are recorded too: on a shared machine they move less than the wall time.
+The engine's default decode path (lean, `rollout.lean_decode`) and the model's own forward
+(`lean_decode=False`) alternate call by call from the same seed, so both draw the same samples;
+the top-level figures are the lean path's, `transformers_decode` holds the other's.
 Writes benchmarks/results/smollm_rollout.json.
 """
 
@@ -50,12 +53,14 @@ def main() -> None:
     task = TaskConfig(levels=[1, 2, 3, 4, 5, 6], train_size=60, val_size=args.prompts)
     prompts = task_prompts(task, "val")[: args.prompts]
     enc = encode_prompts(prompts, tok, max_prompt_tokens=512)
-    engine = HFEngine(model, tok, generator=torch.Generator().manual_seed(0))
+    engine = HFEngine(model, tok, generator=torch.Generator())
+    plain = HFEngine(model, tok, generator=torch.Generator(), lean_decode=False)
     counts = [args.samples] * len(enc.token_ids)
 
-    def once() -> dict:
+    def once(eng: HFEngine, seed: int) -> dict:
+        eng.generator.manual_seed(seed)
         t, c = time.perf_counter(), time.process_time()
-        r = engine.generate(enc.token_ids, counts, 1.0, args.max_new_tokens)
+        r = eng.generate(enc.token_ids, counts, 1.0, args.max_new_tokens)
         dt, cpu = time.perf_counter() - t, time.process_time() - c
         answers = [enc.prompts[i].answer for i in r.prompt_index.tolist()]
         return {
@@ -68,9 +73,13 @@ def main() -> None:
             "sample": r.texts[0],
         }
 
-    once()  # warm-up: first-call allocations and kernel selection
-    runs = [once() for _ in range(args.repeats)]
+    once(engine, 0), once(plain, 0)  # warm-up: first-call allocations and kernel selection
+    runs, plain_runs = [], []
+    for rep in range(1, args.repeats + 1):
+        runs.append(once(engine, rep))
+        plain_runs.append(once(plain, rep))
     med = statistics.median(r["tokens_per_s"] for r in runs)
+    plain_med = statistics.median(r["tokens_per_s"] for r in plain_runs)
     result = {
         "model": str(smollm2_path().name),
         "dtype": args.dtype,
@@ -89,6 +98,13 @@ def main() -> None:
         "median_cpu_seconds_per_token": statistics.median(
             r["cpu_seconds"] / r["tokens"] for r in runs
         ),
+        "decode_path": engine.decode_path,
+        "transformers_decode": {
+            "repeats": plain_runs,
+            "median_tokens_per_s": plain_med,
+            "median_seconds": statistics.median(r["seconds"] for r in plain_runs),
+        },
+        "lean_over_transformers_decode": med / plain_med,
         "machine": {
             "cpu_count": os.cpu_count(),
             "loadavg_at_end": os.getloadavg(),
@@ -99,7 +115,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "repeats"}, indent=2))
+    shown = {k: v for k, v in result.items() if k not in ("repeats", "transformers_decode")}
+    print(json.dumps(shown, indent=2))
 
 
 if __name__ == "__main__":

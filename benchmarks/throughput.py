@@ -11,7 +11,9 @@ temperature 1 with no top-k / top-p, exactly `L` new tokens per sample in both (
 the 64 rows already expanded (one row per sample, as a trainer would pass them); the engine gets the
 8 prompts with a count of 8 each, prefills each prompt once and also returns, per token, the
 log-probability and the entropy that the trainer needs (generate returns only tokens here).
-The two alternate call by call; the first `--warmup` calls of each are dropped, medians over the
+`engine_hf_decode` is the engine with `lean_decode=False`: its decode steps run through the model's
+own forward (the path before lean decoding, and the one LoRA models take). The three alternate
+call by call; the first `--warmup` calls of each are dropped, medians over the
 rest. Generated tokens per second = samples x L / wall time. Writes
 benchmarks/results/throughput.json.
 """
@@ -54,12 +56,17 @@ def main() -> None:
     counts = [args.samples] * len(prompts)
     engine = HFEngine(model, tok, generator=torch.Generator().manual_seed(0))
     engine.eos_ids = []  # forced length, as min_new_tokens does for generate
+    plain = HFEngine(model, tok, generator=torch.Generator().manual_seed(0), lean_decode=False)
+    plain.eos_ids = []
     rows = torch.tensor([p for p in prompts for _ in range(args.samples)])
     mask = torch.ones_like(rows)
     n = rows.shape[0]
 
     def run_engine(length: int) -> int:
         return engine.generate(prompts, counts, 1.0, length).num_tokens
+
+    def run_plain(length: int) -> int:
+        return plain.generate(prompts, counts, 1.0, length).num_tokens
 
     @torch.no_grad()
     def run_generate(length: int) -> int:
@@ -79,9 +86,14 @@ def main() -> None:
 
     results = {}
     for length in args.lengths:
-        times: dict[str, list[float]] = {"engine": [], "generate": []}
+        contestants = (
+            ("engine", run_engine),
+            ("engine_hf_decode", run_plain),
+            ("generate", run_generate),
+        )
+        times: dict[str, list[float]] = {name: [] for name, _ in contestants}
         for _ in range(args.warmup + args.repeats):
-            for name, fn in (("engine", run_engine), ("generate", run_generate)):
+            for name, fn in contestants:
                 t = time.perf_counter()
                 tokens = fn(length)
                 times[name].append(time.perf_counter() - t)
@@ -91,14 +103,16 @@ def main() -> None:
         for name, ts in times.items():
             med = statistics.median(ts[args.warmup :])
             res[name] = {"seconds": ts, "median_s": med, "tokens_per_s": n * length / med}
-        res["engine_over_generate_throughput"] = (
-            res["engine"]["tokens_per_s"] / res["generate"]["tokens_per_s"]
-        )
+        tps = {name: r["tokens_per_s"] for name, r in res.items() if isinstance(r, dict)}
+        res["engine_over_generate_throughput"] = tps["engine"] / tps["generate"]
+        res["engine_over_hf_decode_throughput"] = tps["engine"] / tps["engine_hf_decode"]
         results[str(length)] = res
         print(
-            f"{length:>4} new tokens x {n}: engine {res['engine']['tokens_per_s']:.0f} tok/s, "
-            f"generate {res['generate']['tokens_per_s']:.0f} tok/s "
-            f"(engine/generate {res['engine_over_generate_throughput']:.2f})"
+            f"{length:>4} new tokens x {n}: engine {tps['engine']:.0f} tok/s, "
+            f"engine (transformers decode) {tps['engine_hf_decode']:.0f} tok/s, "
+            f"generate {tps['generate']:.0f} tok/s "
+            f"(engine/generate {res['engine_over_generate_throughput']:.2f}, "
+            f"lean/transformers decode {res['engine_over_hf_decode_throughput']:.2f})"
         )
     out = {
         "benchmark": "throughput",
@@ -111,7 +125,7 @@ def main() -> None:
             "temperature": 1.0,
             "repeats": args.repeats,
             "warmup": args.warmup,
-            "alternation": "one engine call, then one generate call, repeated",
+            "alternation": "one call each of engine, engine_hf_decode, generate, repeated",
         },
         "results": results,
         "wall_seconds": time.perf_counter() - t_start,

@@ -51,6 +51,7 @@ def test_throughput_and_scaling_run(tmp_path):
          "--lengths", "4", "--out", str(tmp_path / "tp.json"))  # fmt: skip
     tp = json.loads((tmp_path / "tp.json").read_text())["results"]["4"]
     assert tp["tokens_per_call"] == 256 and tp["engine"]["tokens_per_s"] > 0
+    assert tp["engine_hf_decode"]["tokens_per_s"] > 0
     _run(sys.executable, "scaling.py", "--steps", "1", "--warmup", "0", "--threads", "1",
          "--prompts", "2", "--lengths", "--sizes", "--out", str(tmp_path / "sc.json"),
          "--figure", str(tmp_path / "sc.png"))  # fmt: skip
@@ -58,3 +59,12 @@ def test_throughput_and_scaling_run(tmp_path):
     assert [(r["prompts"], r["length"]) for r in rec] == [(2, 64)]
     assert rec[0]["peak_rss_mib"] >= rec[0]["base_rss_mib"] > 0
     assert rec[0]["median"]["generated_tokens"] == 2 * 8 * 64
+
+
+@pytest.mark.slow
+def test_decode_kernels_runs(tmp_path):
+    _run(sys.executable, "decode_kernels.py", "--repeats", "2", "--threads", "1",
+         "--out", str(tmp_path / "dk.json"))  # fmt: skip
+    res = json.loads((tmp_path / "dk.json").read_text())
+    assert len(res["projections"]) == 6 and [s["vocab"] for s in res["sampling"]] == [384, 49152]
+    assert all(r["speedup"] > 0 for r in res["projections"] + res["sampling"])

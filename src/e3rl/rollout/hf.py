@@ -24,9 +24,10 @@ def _entropy(logp: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Ten
 def sample_tokens(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row of `probs` [B, V], drawn by inverting the cumulative distribution with one
     uniform number per row. The same distribution as `torch.multinomial(probs, 1)`, which on CPU
-    draws an exponential variate for every vocabulary entry: 13x slower at V = 384, 33x at 49,152
-    (a tenth of a SmolLM2 rollout). A zero-probability token is never drawn: its cumulative value
-    equals its predecessor's, and the search returns the first entry above the uniform."""
+    draws an exponential variate for every vocabulary entry: about 10x slower at V = 384 and 20x
+    at 49,152 (benchmarks/decode_kernels.py). A zero-probability token is never drawn: its
+    cumulative value equals its predecessor's, and the search returns the first entry above the
+    uniform."""
     cdf = probs.cumsum(-1)
     u = (
         torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)

@@ -10,7 +10,10 @@ Three sweeps around one centre (8 prompts x 8 completions, 64 new tokens, the 4.
 prompts per step (8, 16, 32, 64), response length (16, 64, 256) and model size (1M, 4.3M, 17M
 parameters: hidden 128 / 256 / 512, 4 layers, vocabulary 384). A step is the e3rl step of
 trl_speed.py (rollouts of exactly `L` tokens, temperature 1, no KL, one optimizer step) with the
-trainer's default micro-batch of 64 sequences for the update. Each configuration runs in a fresh
+trainer's default micro-batch of 64 sequences for the update. A fourth sweep runs 256 new tokens
+with smaller update micro-batches (`--micro-batches`, default 16 and 32): at long responses the
+update's activations set the peak memory, and the micro-batch (`algo.micro_batch_size`) bounds
+them. Each configuration runs in a fresh
 process, so that its peak resident memory (ru_maxrss) is its own; `base_rss_mib` is the memory
 after building the model, before the first step. Medians over `--steps` steps after `--warmup`.
 Writes benchmarks/results/scaling.json, a markdown table (scaling.md) and, when matplotlib is
@@ -38,13 +41,15 @@ def one(spec: dict, steps: int, warmup: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     bench = S.build(spec["size"], num_prompts=max(256, spec["prompts"]))
-    step = S.E3RLStep(bench, spec["prompts"], 8, spec["length"], micro_batch=64, share_model=True)
+    mb = spec.get("micro_batch", 64)
+    step = S.E3RLStep(bench, spec["prompts"], 8, spec["length"], micro_batch=mb, share_model=True)
     base = S.peak_rss_mib()
     for _ in range(warmup + steps):
         step.step()
     med = S.summarize(step.history, warmup)
     return {
         **spec,
+        "micro_batch": mb,
         "parameters": bench.params,
         "completions_per_prompt": 8,
         "median": med,
@@ -59,20 +64,23 @@ def sweeps(args) -> list[tuple[str, dict]]:
     out = [("prompts", {**CENTRE, "prompts": p}) for p in args.prompts]
     out += [("length", {**CENTRE, "length": n}) for n in args.lengths]
     out += [("size", {**CENTRE, "size": s}) for s in args.sizes]
+    out += [
+        ("micro_batch", {**CENTRE, "length": 256, "micro_batch": m}) for m in args.micro_batches
+    ]
     return out
 
 
 def table(records: list[dict]) -> str:
     lines = [
-        "| sweep | model | params | prompts x 8 | new tokens | step s | generate s | update s "
-        "| tokens/s | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sweep | model | params | prompts x 8 | new tokens | update micro-batch | step s "
+        "| generate s | update s | tokens/s | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         m = r["median"]
         lines.append(
             f"| {r['sweep']} | {r['size']} | {r['parameters']:,} | {r['prompts']} | {r['length']} "
-            f"| {m['step_s']:.3f} | {m['generate_s']:.3f} | {m['update_s']:.3f} "
+            f"| {r.get('micro_batch', 64)} | {m['step_s']:.3f} | {m['generate_s']:.3f} | {m['update_s']:.3f} "
             f"| {r['generated_tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -125,6 +133,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, nargs="*", default=[8, 16, 32, 64])
     ap.add_argument("--lengths", type=int, nargs="*", default=[16, 64, 256])
     ap.add_argument("--sizes", nargs="*", default=["1M", "4.3M", "17M"])
+    ap.add_argument("--micro-batches", type=int, nargs="*", default=[16, 32])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -156,8 +165,8 @@ def main() -> None:
         records.append(rec)
         m = rec["median"]
         print(
-            f"{sweep:>7}: {spec['size']:>4} {spec['prompts']:>3} prompts x 8, {spec['length']:>3} "
-            f"tokens: {m['step_s']:.3f} s/step (generate {m['generate_s']:.3f}, update "
+            f"{sweep:>11}: {spec['size']:>4} {spec['prompts']:>3} prompts x 8, {spec['length']:>3} "
+            f"tokens, micro-batch {rec['micro_batch']}: {m['step_s']:.3f} s/step (generate {m['generate_s']:.3f}, update "
             f"{m['update_s']:.3f}), peak RSS {rec['peak_rss_mib']:.0f} MiB"
         )
     out = {
@@ -167,7 +176,7 @@ def main() -> None:
             "completions_per_prompt": 8,
             "temperature": 1.0,
             "kl": 0.0,
-            "update_micro_batch": 64,
+            "update_micro_batch": "64 (the micro_batch sweep: as given)",
             "steps_measured": args.steps,
             "warmup_steps": args.warmup,
             "centre": CENTRE,

@@ -53,7 +53,7 @@ def test_throughput_and_scaling_run(tmp_path):
     assert tp["tokens_per_call"] == 256 and tp["engine"]["tokens_per_s"] > 0
     assert tp["engine_hf_decode"]["tokens_per_s"] > 0
     _run(sys.executable, "scaling.py", "--steps", "1", "--warmup", "0", "--threads", "1",
-         "--prompts", "2", "--lengths", "--sizes", "--out", str(tmp_path / "sc.json"),
+         "--prompts", "2", "--lengths", "--sizes", "--micro-batches", "--out", str(tmp_path / "sc.json"),
          "--figure", str(tmp_path / "sc.png"))  # fmt: skip
     rec = json.loads((tmp_path / "sc.json").read_text())["records"]
     assert [(r["prompts"], r["length"]) for r in rec] == [(2, 64)]

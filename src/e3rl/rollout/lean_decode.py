@@ -76,6 +76,7 @@ class LeanDecoder:
     """Decode steps over a transformers model's weights. Build one per `generate` call (the
     fused matrices are copies, so they must be made after the last optimizer step)."""
 
+    @torch.no_grad()  # the fused copies must not join an autograd graph
     def __init__(self, model: torch.nn.Module) -> None:
         reason = unsupported_reason(model)
         if reason is not None:

@@ -68,3 +68,12 @@ def test_decode_kernels_runs(tmp_path):
     res = json.loads((tmp_path / "dk.json").read_text())
     assert len(res["projections"]) == 6 and [s["vocab"] for s in res["sampling"]] == [384, 49152]
     assert all(r["speedup"] > 0 for r in res["projections"] + res["sampling"])
+
+
+@pytest.mark.slow
+def test_compile_update_runs(tmp_path):
+    _run(sys.executable, "compile_update.py", "--lengths", "8", "6", "--threads", "1",
+         "--out", str(tmp_path / "cu.json"))  # fmt: skip
+    res = json.loads((tmp_path / "cu.json").read_text())
+    assert [r["length"] for r in res["rounds"]] == [8, 6]
+    assert all(r["trained_tokens"] == 64 * r["length"] for r in res["rounds"])

@@ -12,27 +12,38 @@ def _rows(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+EASY_TASK = [
+    *TINY,
+    "reward.fn=toy_rewards:starts_with_digit",
+    "optim.lr=1e-2",
+    "data.batch_size=8",
+    "rollout.n=8",
+    "trainer.total_steps=40",
+    "data.val=null",
+    "trainer.seed=3",
+]
+
+
 def test_reward_rises_on_an_easy_task(tmp_path):
     """A random tiny model learns to start its answer with a digit (base rate about 1 in 25)."""
-    cfg = load_config(
-        None,
-        [
-            *TINY,
-            "reward.fn=toy_rewards:starts_with_digit",
-            "optim.lr=1e-2",
-            "data.batch_size=8",
-            "rollout.n=8",
-            "trainer.total_steps=40",
-            "data.val=null",
-            f"trainer.output_dir={tmp_path}",
-            "trainer.seed=3",
-        ],
-    )
+    cfg = load_config(None, [*EASY_TASK, f"trainer.output_dir={tmp_path}"])
     train(cfg, quiet=True)
     rewards = [r["reward_mean"] for r in _rows(tmp_path)]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert first < 0.2, rewards
     assert last > 0.8, rewards
+
+
+@pytest.mark.slow
+def test_compiled_updates_learn_too_and_save_a_plain_model(tmp_path):
+    cfg = load_config(None, [*EASY_TASK, "trainer.compile=true", f"trainer.output_dir={tmp_path}"])
+    train(cfg, quiet=True)
+    rewards = [r["reward_mean"] for r in _rows(tmp_path)]
+    assert sum(rewards[:5]) / 5 < 0.2 and sum(rewards[-5:]) / 5 > 0.8, rewards
+    from safetensors.torch import load_file
+
+    (weights,) = (tmp_path / "final").glob("*.safetensors")
+    assert not any("_orig_mod" in k for k in load_file(weights))  # the model, not the wrapper
 
 
 def test_failing_reward_is_contained_and_counted(tmp_path):

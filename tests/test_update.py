@@ -155,3 +155,29 @@ def test_make_optimizer_falls_back_without_a_fused_kernel_and_checks_the_name():
     assert implementation_of(make_optimizer([meta], lr=1e-3)) == {"fused": None, "foreach": True}
     with pytest.raises(ValueError, match="unknown AdamW implementation 'adam'.*fused, foreach"):
         make_optimizer([meta], lr=1e-3, implementation="adam")
+
+
+@pytest.mark.slow
+def test_compiled_update_has_the_same_gradients(model):
+    """trainer.compile: the torch.compile'd policy gives the eager update's gradient (two
+    different response widths, so a recompile or dynamic shapes are exercised too)."""
+    cfg = AlgoConfig(micro_batch_size=4)
+    m = copy.deepcopy(model)
+    compiled = torch.compile(m)
+    for seed in (0, 5):
+        r = _rollouts(model, seed=seed)
+        if seed == 5:  # a narrower response width than the first call
+            r.response_mask[:, -2:] = 0
+        adv = torch.linspace(-1.0, 1.5, len(r))
+        eager = _param_delta(m, r, adv, cfg)
+        before = [p.detach().clone() for p in m.parameters()]
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        policy_update(compiled, opt, r, adv, 1.0, cfg, grad_clip=0.0)
+        got = torch.cat(
+            [(p.detach() - b).flatten() for p, b in zip(m.parameters(), before, strict=True)]
+        )
+        with torch.no_grad():  # back to the weights the next round compares from
+            for p, b in zip(m.parameters(), before, strict=True):
+                p.copy_(b)
+        assert eager.norm() > 0
+        assert (got - eager).norm() <= 1e-4 * eager.norm()

@@ -407,6 +407,8 @@ class TrainerConfig:
     """Also sample this many responses per validation prompt for pass@k (0 = greedy only)."""
     threads: int = 0
     """torch CPU threads (0 = torch's default)."""
+    compile: bool = False
+    """torch.compile the policy for its updates: ~30 s once, then 10-25 % faster updates on CPU."""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda'."""
     tensorboard: bool = False

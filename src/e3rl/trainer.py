@@ -228,6 +228,9 @@ def train(
         weight_decay=cfg.optim.weight_decay,
     )
     scheduler = _make_scheduler(optimizer, cfg)
+    # The compiled wrapper shares the model's parameters; rollouts, checkpoints and the final
+    # model keep using `model` itself (the rollout's shapes change every token: not worth it).
+    train_model = torch.compile(model) if cfg.trainer.compile else model
     batches = Batches(
         len(train_set.prompts), cfg.data.batch_size, cfg.trainer.seed, cfg.data.shuffle
     )
@@ -366,7 +369,7 @@ def train(
                 with model.disable_adapter() if ref_model is None else contextlib.nullcontext():
                     ref_lp = reference_logprobs(ref, r, temperature, cfg.algo.micro_batch_size, amp)
             upd = policy_update(
-                model,
+                train_model,
                 optimizer,
                 r,
                 adv,

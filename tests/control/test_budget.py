@@ -9,10 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from e3_reference import get_rollout_n_per_prompt
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from e3_reference import get_rollout_n_per_prompt
 
 from e3rl.control.allocation import (
     _mixed_gains,

@@ -45,7 +45,7 @@ def get_rollout_n_per_prompt(
         # indices by rank, descending
         sorted_indices = np.argsort(-rank)  # descending
         for i in sorted_indices:
-            if diff > 0:
+            if diff > 0:  # noqa: SIM102 (kept as the authors wrote it)
                 if rollout_counts[i] < rollout_n_max:
                     add_count = min(diff, rollout_n_max - rollout_counts[i])
                     rollout_counts[i] += add_count

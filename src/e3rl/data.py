@@ -37,6 +37,12 @@ class PromptSet(list):
         super().__init__(prompts)
         self.skipped = list(skipped or [])
 
+    def __getitem__(self, index):
+        # A slice (data.train_limit / val_limit) keeps the skipped records, so they are reported.
+        if isinstance(index, slice):
+            return PromptSet(super().__getitem__(index), self.skipped)
+        return super().__getitem__(index)
+
 
 @dataclass
 class Prompt:

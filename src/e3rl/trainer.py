@@ -46,19 +46,11 @@ from e3rl.resume import (
     restore,
     stopped_summary,
 )
-from e3rl.rewards import RewardRunner, resolve_reward
-from e3rl.rewards.runner import needs_isolation
 from e3rl.rollout.base import closing_engine
-from e3rl.rollout.hf import HFEngine
 from e3rl.runlog import RunLogger
+from e3rl.runtime import make_engine, make_reward, resolve_device
 from e3rl.tensors import masked_mean
 from e3rl.update import policy_update, reference_logprobs
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _seed_all(seed: int) -> None:
@@ -198,7 +190,7 @@ def train(
     dump_yaml(cfg, run_dir / "config.yaml")
 
     # ---- model, data, reward
-    device = _device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.device)
     amp = compute_dtype(cfg.model.dtype)  # weights stay float32; forward passes autocast to amp
     lora = cfg.model.lora
     if latest is not None and not lora.r:  # the checkpoint holds the weights and the tokenizer
@@ -211,9 +203,7 @@ def train(
             )
     model.to(device)
     train_set, val_set = load_data(cfg, tokenizer, log)
-    task_name = cfg.data.train.split(":")[0] if ":" in cfg.data.train else None
-    reward_fn = resolve_reward(cfg.reward.fn, task_name)
-    reward = RewardRunner(reward_fn, cfg.reward.timeout, isolate=needs_isolation(reward_fn))
+    reward = make_reward(cfg, cfg.data.train)
     # The KL reference is the initial policy: with LoRA, the same model with its adapters off.
     ref_model = (
         copy.deepcopy(model).eval().requires_grad_(False)
@@ -223,19 +213,7 @@ def train(
 
     # ---- the method's controllers
     sampler = torch.Generator().manual_seed(cfg.trainer.seed)
-    if cfg.rollout.engine == "vllm":  # optional extra: imported only when chosen
-        from e3rl.rollout.vllm import VLLMEngine
-
-        engine = VLLMEngine.from_config(cfg, model, tokenizer, sampler)
-    else:
-        engine = HFEngine(
-            model,
-            tokenizer,
-            cfg.rollout.micro_batch_size,
-            sampler,
-            autocast_dtype=amp,
-            lean_decode=cfg.rollout.lean_decode,
-        )
+    engine = make_engine(cfg, model, tokenizer, sampler)
     control = make_control(cfg, len(tokenizer))
     control.register([p.id for p in train_set.prompts])
     optimizer = make_optimizer(

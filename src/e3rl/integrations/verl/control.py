@@ -202,6 +202,10 @@ class E3rlControl:
         """Steps completed (the next allocation is step ``step + 1``)."""
         return self.control.steps
 
+    @step.setter
+    def step(self, value: int) -> None:
+        self.control.steps = int(value)
+
     @property
     def epoch(self) -> int:
         return self.control.epoch

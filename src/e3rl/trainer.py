@@ -21,13 +21,21 @@ import torch
 from e3rl import checkpoint as ckpt
 from e3rl.algos import group_advantages
 from e3rl.budget import DifficultyTracker, allocation_stats, allocator_from_config
-from e3rl.config import Config
+from e3rl.config import Config, ConfigError
 from e3rl.config_io import dump_yaml, to_dict
-from e3rl.data import Batches, DataError, EncodedPrompts, encode_prompts, load_source
+from e3rl.data import (
+    Batches,
+    DataError,
+    EncodedPrompts,
+    check_fits_positions,
+    encode_prompts,
+    load_source,
+)
 from e3rl.evaluate import evaluate
 from e3rl.guards import (
     BadSteps,
     StopOnSignal,
+    check_rewards_scored,
     nan_steps_from_env,
     report_bad_step,
     stop_message,
@@ -35,10 +43,11 @@ from e3rl.guards import (
 from e3rl.killpoints import kill_point
 from e3rl.lora import add_lora, merged, trainable_parameters
 from e3rl.metrics import group_outcome_fractions
-from e3rl.models import load_policy
+from e3rl.models import load_policy, max_positions
 from e3rl.optim import implementation_of, make_optimizer, set_implementation
 from e3rl.precision import compute_dtype
 from e3rl.resume import (
+    apply_optim_config,
     check_fresh_start,
     check_resume_config,
     load_checkpoint_adapters,
@@ -52,6 +61,7 @@ from e3rl.rewards.length_bias import length_biased_rewards
 from e3rl.rewards.runner import needs_isolation
 from e3rl.rollout.base import closing_engine
 from e3rl.rollout.hf import HFEngine
+from e3rl.runlock import run_lock
 from e3rl.runlog import RunLogger
 from e3rl.temperature import EntropyTemperatureController, masked_mean
 from e3rl.update import policy_update, reference_logprobs
@@ -60,6 +70,11 @@ from e3rl.update import policy_update, reference_logprobs
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.device={name!r}, but this torch {torch.__version__} sees no CUDA device "
+            "(a CPU-only build, or no GPU visible): use trainer.device=cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -76,8 +91,9 @@ def _make_scheduler(optimizer, cfg: Config):
         if step < o.warmup_steps:
             return (step + 1) / o.warmup_steps
         progress = min((step - o.warmup_steps) / max(total - o.warmup_steps, 1), 1.0)
-        if o.schedule == "cosine":
-            return 0.5 * (1 + np.cos(np.pi * progress))
+        if o.schedule == "cosine":  # float(): a numpy scalar in the scheduler's state would make
+            # optim.pt unloadable with weights_only=True (exact for np.float64)
+            return float(0.5 * (1 + np.cos(np.pi * progress)))
         if o.schedule == "linear":
             return 1.0 - progress
         return 1.0
@@ -156,8 +172,16 @@ def train(
 
     SIGINT/SIGTERM stop it gracefully: the current step finishes, a checkpoint is written, no
     final model, and the summary says `stopped`. `trainer.max_bad_steps` skipped updates in a row
-    raise `TrainingError`, with the newest checkpoint from before the problem.
+    raise `TrainingError`, with the newest checkpoint from before the problem. The run directory
+    is locked for the whole run (`e3rl.runlock`): a second run on it fails at once.
     """
+    with run_lock(Path(cfg.trainer.output_dir)) as lock_note:
+        return _train(cfg, resume, resume_force, quiet, lock_note)
+
+
+def _train(
+    cfg: Config, resume: bool, resume_force: bool, quiet: bool, lock_note: str | None
+) -> dict[str, Any]:
     t_start = time.perf_counter()
     run_dir = Path(cfg.trainer.output_dir)
     if cfg.trainer.threads:
@@ -167,12 +191,14 @@ def train(
     if not resume:
         check_fresh_start(run_dir)
     log = RunLogger(run_dir, quiet=quiet, tensorboard=cfg.trainer.tensorboard)
+    if lock_note:
+        log.info(lock_note)
     found = ckpt.list_checkpoints(run_dir) if resume else []
     latest = found[-1] if found else None
     if resume and latest is None:
         log.info(f"no checkpoint in {run_dir}: starting from scratch")
     if latest is not None:
-        check_resume_config(run_dir, cfg, resume_force, log)
+        check_resume_config(run_dir, cfg, resume_force, log, latest)
     dump_yaml(cfg, run_dir / "config.yaml")
 
     # ---- model, data, reward
@@ -189,6 +215,13 @@ def train(
             )
     model.to(device)
     train_set, val_set = load_data(cfg, tokenizer, log)
+    check_fits_positions(
+        [train_set, val_set],
+        cfg.rollout.max_new_tokens,
+        max_positions(model),
+        cfg.data.max_prompt_tokens,
+        log,
+    )
     task_name = cfg.data.train.split(":")[0] if ":" in cfg.data.train else None
     reward_fn = resolve_reward(cfg.reward.fn, task_name)
     reward = RewardRunner(reward_fn, cfg.reward.timeout, isolate=needs_isolation(reward_fn))
@@ -249,6 +282,7 @@ def train(
         )
         # load_state_dict takes fused/foreach from the checkpoint: keep what this machine chose.
         set_implementation(optimizer, impl)
+        apply_optim_config(optimizer, scheduler, cfg, log)
     if resume:  # rows past the checkpoint (all rows, without one) come again: drop them
         log.truncate(state["step"])
     if latest is not None:
@@ -340,6 +374,7 @@ def train(
             raw = reward(
                 r.texts, [prompts[i].answer for i in owner], [prompts[i].meta for i in owner]
             )
+            check_rewards_scored(reward, len(raw), step, cfg.reward.fn, saved_at, run_dir)
             shaped = raw
             if cfg.reward.length_bias.mu > 0:
                 if tracker.num_seen == 0:

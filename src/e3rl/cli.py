@@ -59,9 +59,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:  # an extra, like gguf's packages
+    try:
+        import matplotlib  # noqa: F401  (an extra, like the gguf packages)
+    except ImportError:
         return _fail(
             ModuleNotFoundError(
                 "e3rl report draws its figures with matplotlib, which is not installed: "

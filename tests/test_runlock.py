@@ -24,9 +24,12 @@ def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path):
     with run_lock(run) as note:
         assert note is None  # a new directory: nothing taken over
         assert (run / LOCK_NAME).read_text().startswith(f"pid {os.getpid()} on ")
-        with pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on .*{LOCK_NAME}"):
-            with run_lock(run):  # flock: a second open file conflicts even in one process
-                pass
+        # flock: a second open file description conflicts even in one process
+        with (
+            pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on .*{LOCK_NAME}"),
+            run_lock(run),
+        ):
+            pass
     with run_lock(run) as note:  # released, and emptied: a clean exit leaves nothing to report
         assert note is None
 
@@ -41,7 +44,7 @@ def test_the_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path):
 
 def test_an_exception_releases_the_lock(tmp_path):
     with pytest.raises(ZeroDivisionError), run_lock(tmp_path):
-        1 / 0
+        raise ZeroDivisionError
     with run_lock(tmp_path):
         pass
 

@@ -109,5 +109,3 @@ def test_lock_file_does_not_count_as_a_run(tmp_path):
     with run_lock(tmp_path / "run"):
         pass
     check_fresh_start(tmp_path / "run")
-
-

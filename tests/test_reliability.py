@@ -356,7 +356,7 @@ def test_resume_force_applies_a_changed_lr(tmp_path):
         )
         assert code == 0, err
         if out == run:
-            assert _says(err, "--resume-force: the optimizer now uses optim.lr 0.001 -> 0.0001")
+            assert _says(err, "resuming: the optimizer now uses optim.lr 0.001 -> 0.0001")
     assert _lrs(run)[2:] == _lrs(ref)[2:]  # the same schedule values, bit for bit
     assert _lrs(run)[0] == 10 * _lrs(ref)[0]  # steps 1-2 ran at the old lr
     assert "lr: 0.0001" in (run / "config.yaml").read_text()

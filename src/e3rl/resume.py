@@ -181,19 +181,30 @@ def apply_optim_config(optimizer, scheduler, cfg: Config, log) -> None:
 
     `load_state_dict` brings back the checkpoint's lr, betas and weight decay, and the
     scheduler's `base_lrs` (its lr before the schedule's factor): left alone, the old lr would
-    go on although config.yaml records the new one. The schedule's factor at the restored step
-    comes from this config's schedule. Unchanged settings are left exactly as restored.
+    go on although config.yaml records the new one. The schedule's factor comes from this
+    config's schedule, from the first resumed step on. Unchanged settings are left exactly as
+    restored.
     """
     o = cfg.optim
     changed = []
     if any(base != o.lr for base in scheduler.base_lrs):
         changed.append(f"optim.lr {scheduler.base_lrs[0]:g} -> {o.lr:g}")
         scheduler.base_lrs = [o.lr] * len(optimizer.param_groups)
-        factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
         for group in optimizer.param_groups:
             group["initial_lr"] = o.lr
-            group["lr"] = o.lr * factor
-        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    # The lr of the next step, as LambdaLR computes it (base * factor, bit for bit): differs from
+    # the restored one only when the lr or the schedule (optim.schedule, optim.warmup_steps,
+    # trainer.total_steps) changed.
+    lrs = [
+        base * fn(scheduler.last_epoch)
+        for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    now = [g["lr"] for g in optimizer.param_groups]
+    if lrs != now:
+        changed.append(f"the lr of step {scheduler.last_epoch + 1} {now[0]:g} -> {lrs[0]:g}")
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = list(lrs)
     for key, value in (("betas", tuple(o.betas)), ("weight_decay", o.weight_decay)):
         old = optimizer.param_groups[0].get(key)
         if old is not None and (tuple(old) if key == "betas" else old) != value:
@@ -201,4 +212,4 @@ def apply_optim_config(optimizer, scheduler, cfg: Config, log) -> None:
             for group in optimizer.param_groups:
                 group[key] = value
     if changed:
-        log.info(f"--resume-force: the optimizer now uses {', '.join(changed)}")
+        log.info(f"resuming: the optimizer now uses {', '.join(changed)}")

@@ -422,6 +422,8 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _require(self.total_steps >= 0, "total_steps", self.total_steps, "an integer >= 0")
+        # Empty would write the whole run into the current directory.
+        _require(bool(self.output_dir.strip()), "output_dir", self.output_dir, "a directory path")
         _require(self.save_every >= 0, "save_every", self.save_every, "an integer >= 0")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         _require(self.eval_every >= 0, "eval_every", self.eval_every, "an integer >= 0")

@@ -47,6 +47,8 @@ def run_demo(output_dir: Path, overrides: list[str] | None = None, quiet: bool =
     output_dir = _free_dir(output_dir)
     cfg = demo_config(output_dir, overrides)
     summary = train(cfg, quiet=quiet)
+    if summary.get("stopped"):  # no final model: no summary.json (it marks a finished run)
+        return summary
     summary["wall_seconds"] = time.perf_counter() - t0
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     try:

@@ -103,14 +103,49 @@ def supervised_warm_start(
     return losses
 
 
+def _discard_corrupt(target: Path, error: Exception) -> None:
+    """Moves a cache entry that cannot be loaded out of the way (renamed first: another process
+    may be reading the same cache), and says so."""
+    why = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    Console(stderr=True).print(
+        f"[dim]e3rl[/dim] the cached base model {target} is unreadable "
+        f"({type(error).__name__}: {why}); rebuilding it"
+    )
+    doomed = target.with_name(f".tmp-corrupt-{target.name}-{os.getpid()}")
+    try:
+        os.replace(target, doomed)
+    except OSError:
+        return  # another process moved it first
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _check_writable(path: Path) -> None:
+    """Fails before the warm start, not after it, when the cache cannot take the result."""
+    from e3rl.models import ModelError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise ModelError(
+            f"the model cache {path} is not writable ({e.strerror or e}); it is "
+            f"E3RL_CACHE={cache_dir()} (default ~/.cache/e3rl): set E3RL_CACHE to a writable "
+            "directory"
+        ) from None
+
+
 def tiny_base_model(cfg: ModelConfig, task: TaskConfig, seed: int):
     """(model, tokenizer): from the cache if this exact base was built before, else built now."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = cache_dir() / "base" / f"{task.name}-{_key(cfg, task, seed)}"
     if (target / "config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        return AutoModelForCausalLM.from_pretrained(target), tokenizer
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(target)
+            return AutoModelForCausalLM.from_pretrained(target), tokenizer
+        except Exception as e:  # truncated or garbled (a full disk, a hand edit): rebuild it
+            _discard_corrupt(target, e)
+    _check_writable(target.parent)
 
     module = TASKS[task.name]
     parts = module.splits(task.levels, task.train_size, task.val_size, task.seed)

@@ -74,3 +74,20 @@ def crashes_unless_ok(response: str, answer: str, **info) -> float:
 def by_level(response: str, answer: str, level: int = 0, **info) -> float:
     """Level 1 is always solved; other levels are a fair coin on a checksum of the response."""
     return 1.0 if level == 1 else float(zlib.crc32(response.encode()) % 2)
+
+
+def one_argument(response: str) -> float:
+    """The wrong signature: cannot take the answer."""
+    return 0.0
+
+
+def needs_unknown_info(response: str, answer: str, difficulty: int) -> float:
+    """Takes (response, answer), but needs an info key no prompt has: fails on every call."""
+    return 0.0
+
+
+def raises_on_odd(response: str, answer: str, **info) -> float:
+    """Fails on about half the calls (odd checksum), scores 1 on the others."""
+    if zlib.crc32(response.encode()) % 2:
+        raise RuntimeError("odd")
+    return 1.0

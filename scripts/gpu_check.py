@@ -87,7 +87,7 @@ PLAN: list[Phase] = [
     ),
     Phase(
         "prepare_model",
-        45,
+        90,
         "SmolLM2-135M-Instruct GGUF -> HF safetensors dir (for verl and vLLM), verl parquet data",
         needs=["install_vllm"],
     ),

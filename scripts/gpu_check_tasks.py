@@ -333,18 +333,22 @@ TRAIN_STEPS = 6
 WARMUP_STEPS = 2  # dropped from the medians (CUDA/vLLM warm-up, allocator growth)
 
 
-def train_overrides(engine: str, model_dir: str, out: str) -> list[str]:
+def train_overrides(engine: str, model_dir: str, out: str, device: str = "cuda") -> list[str]:
+    """16 prompts x 8 rollouts, bf16, no validation, 6 steps; `device=cpu` is the CPU smoke run
+    of the same code (2 x 2 rollouts of 8 tokens, 3 steps)."""
+    small = device == "cpu"
     return [
         f"model.path={model_dir}",
         "model.dtype=bfloat16",
-        "trainer.device=cuda",
+        f"trainer.device={device}",
         "trainer.threads=0",
-        f"trainer.total_steps={TRAIN_STEPS}",
+        f"trainer.total_steps={3 if small else TRAIN_STEPS}",
         "trainer.eval_every=0",
         "trainer.save_every=0",
         "data.val=null",
-        "data.batch_size=16",
-        "rollout.n=8",
+        f"data.batch_size={2 if small else 16}",
+        f"rollout.n={2 if small else 8}",
+        *(["rollout.max_new_tokens=8"] if small else []),
         "rollout.micro_batch_size=128",
         "algo.micro_batch_size=32",
         "reward.fn=numeric",
@@ -376,12 +380,13 @@ def train_bench(args) -> dict[str, Any]:
 
     model_dir = str(Path(args.models) / "smollm2")
     config = REPO / "configs" / "smollm2_arith.yaml"
-    out: dict[str, Any] = {"errors": []}
-    for engine in ("vllm", "hf"):  # vLLM first: the check that matters most
+    out: dict[str, Any] = {"errors": [], "device": args.device}
+    for engine in args.engines.split(","):  # vLLM first: the check that matters most
         run = Path(args.run_dir) / engine
         t = time.perf_counter()
         try:
-            cfg = load_config(config, train_overrides(engine, model_dir, str(run)))
+            cfg = load_config(config, train_overrides(engine, model_dir, str(run), args.device))
+            budget = cfg.data.batch_size * cfg.rollout.n
             train(cfg, quiet=True)
         except Exception as e:  # record and go on to the other engine
             out["errors"].append(f"{engine}: {type(e).__name__}: {str(e)[:500]}")
@@ -389,7 +394,6 @@ def train_bench(args) -> dict[str, Any]:
         wall = time.perf_counter() - t
         rows = read_jsonl(run / "metrics.jsonl")
         res = {"wall_s": wall, **engine_timings(rows)}
-        budget = 16 * 8
         if any(r["rollouts"] != budget for r in rows):
             out["errors"].append(f"{engine}: rollouts per step {[r['rollouts'] for r in rows]}")
         if any(r.get("skipped_updates", 0) for r in rows):
@@ -513,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("verl-e2e", "train-bench"):
             p.add_argument("--models", required=True)
             p.add_argument("--run-dir", required=True)
+        if name == "train-bench":
+            p.add_argument("--device", default="cuda", help="cpu: a small smoke run")
+            p.add_argument("--engines", default="vllm,hf", help="comma-separated, in this order")
     args = ap.parse_args(argv)
     fn = {"dry-run": dry_run, "make-venv": make_venv, "versions": versions, "prepare": prepare,
           "verl-e2e": verl_e2e, "train-bench": train_bench}[args.cmd]  # fmt: skip

@@ -447,6 +447,9 @@ def make_venv(args) -> dict[str, Any]:
     own = path / "lib" / py / "site-packages"
     parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
     (own / "zz_gpu_check_parent.pth").write_text("".join(f"{p}\n" for p in parents))
+    # e3rl from this checkout, for every process of the venv: Ray's workers (verl's trainer,
+    # reward and agent-loop actors) import it too, whatever environment Ray gives them
+    (own / "e3rl_checkout.pth").write_text(f"{REPO / 'src'}\n")
     return {"ok": True, "errors": [], "parent_site_packages": parents}
 
 

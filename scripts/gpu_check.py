@@ -71,6 +71,7 @@ class Phase:
     budget_s: int
     what: str
     needs: list[str] = field(default_factory=list)
+    needs_any: list[str] = field(default_factory=list)  # at least one of these must have passed
     optional: bool = False  # a skip of an optional phase does not make the run incomplete
 
 
@@ -88,8 +89,9 @@ PLAN: list[Phase] = [
     Phase(
         "prepare_model",
         90,
-        "SmolLM2-135M-Instruct GGUF -> HF safetensors dir (for verl and vLLM), verl parquet data",
-        needs=["install_vllm"],
+        "SmolLM2-135M-Instruct GGUF -> HF safetensors dir (for verl and vLLM), verl parquet data"
+        " (saved with venv-verl's older transformers, which the newer one reads)",
+        needs_any=["install_verl", "install_vllm"],
     ),
     Phase(
         "vllm_engine_tests",
@@ -109,7 +111,7 @@ PLAN: list[Phase] = [
         150,
         "e3rl train SmolLM2 on GPU, rollout.engine=vllm then hf, 6 steps each (alone on the GPU):"
         " step time, rollout tokens/s, vLLM-policy log-prob gap",
-        needs=["install_vllm"],
+        needs=["install_vllm", "prepare_model"],
     ),
     Phase(
         "trl",
@@ -315,6 +317,9 @@ class Runner:
             st = self.phases.get(need, {}).get("status", "not run")
             if st != "passed":
                 return f"needs {need} ({st})"
+        ok = [n for n in phase.needs_any if self.phases.get(n, {}).get("status") == "passed"]
+        if phase.needs_any and not ok:
+            return f"needs one of {', '.join(phase.needs_any)}"
         if self.left() < min(30, phase.budget_s):
             return f"time budget spent ({self.left():.0f} s left of {self.budget_s:.0f})"
         return None
@@ -407,7 +412,8 @@ class Runner:
             cmds.append(tasks(self.env_py[which], "versions", "--env", which))
             return cmds, env, None
         if name == "prepare_model":
-            return [tasks(self.env_py["vllm"], "prepare", "--out", str(models))], env, None
+            passed = "verl" if self.phases["install_verl"]["status"] == "passed" else "vllm"
+            return [tasks(self.env_py[passed], "prepare", "--out", str(models))], env, None
         if name == "vllm_engine_tests":
             junit = self.logs / "vllm_engine_tests.xml"
             cmd = [str(self.env_py["vllm"]), "-m", "pytest", "-q", "-m", "slow", "-p",
@@ -524,6 +530,7 @@ def print_plan(budget_s: float) -> None:
             q = next(x for x in PLAN if x.name == n)
             mark = "  ||" if n != group[0] else "  - "
             needs = f" [needs {', '.join(q.needs)}]" if q.needs else ""
+            needs += f" [needs one of {', '.join(q.needs_any)}]" if q.needs_any else ""
             print(f"{mark} {q.name:<18} {q.budget_s:>4} s  {q.what}{needs}")
             shown.add(n)
     longest = sum(

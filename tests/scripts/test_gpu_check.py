@@ -118,10 +118,13 @@ def test_summary_is_written_after_each_phase_and_copied_to_out(tmp_path, monkeyp
 def test_phases_that_need_a_failed_phase_are_skipped(tmp_path):
     r = G.Runner(tmp_path / "work", tmp_path / "results", 560)
     r.record("install_vllm", "failed", 3.0)
-    r.record("install_verl", "passed", 3.0)
+    r.record("install_verl", "failed", 3.0)
     r.run_phases(("prepare_model",))
     assert r.phases["prepare_model"]["status"] == "skipped"
-    assert r.phases["prepare_model"]["reason"] == "needs install_vllm (failed)"
+    assert r.phases["prepare_model"]["reason"] == "needs one of install_verl, install_vllm"
+    r.record("prepare_model", "passed", 3.0)
+    r.run_phases(("e3rl_train",))
+    assert r.phases["e3rl_train"]["reason"] == "needs install_vllm (failed)"
 
 
 def test_a_phase_is_killed_at_its_budget(tmp_path, monkeypatch):

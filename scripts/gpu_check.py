@@ -112,7 +112,7 @@ PLAN: list[Phase] = [
     Phase("probe", 20, "GPU (nvidia-smi, torch.cuda), python, disk, package index or wheelhouse"),
     Phase(
         "install_wheels",
-        40,
+        90,
         "e3rl's base deps the image lacks (scripts/gpu_wheels.txt: math-verify, ...) from .whl/"
         " into /tmp/site (--no-index --no-deps), then e3rl imports from the checkout",
     ),

@@ -331,6 +331,36 @@ def paired_bootstrap(
     return point, float(lo), float(hi)
 
 
+def response_form(text: str) -> str:
+    """How a greedy response is written: 'direct' (`#15`, as the warm start answers level 1),
+    'worked' (steps before the `#`), 'no answer' (no `#` number) or 'other'."""
+    import re
+
+    t = text.strip()
+    if re.fullmatch(r"#\s*-?\d+", t):
+        return "direct"
+    if re.search(r"#\s*-?\d+", t) is None:
+        return "no answer"
+    return "worked" if "=" in t.split("#")[0] else "other"
+
+
+def seed_level_difference(a: list[float], b: list[float]) -> str:
+    """Mean of a - b over runs with a t interval from the run-to-run spread (pooled variance):
+    what the prompt bootstrap leaves out is that a whole run is up or down by chance."""
+    import statistics
+
+    d = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) + len(b) < 3 or (len(a) < 2 and len(b) < 2):
+        return f"{d:+.3f} (too few runs for a run-level interval)"
+    ss = sum((x - statistics.fmean(a)) ** 2 for x in a) + sum(
+        (x - statistics.fmean(b)) ** 2 for x in b
+    )
+    dof = len(a) + len(b) - 2
+    se = (ss / dof * (1 / len(a) + 1 / len(b))) ** 0.5
+    t975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31}.get(dof, 2.0)
+    return f"{d:+.3f} ± {t975 * se:.3f} (95 % t, {dof} dof, run-to-run sd {(ss / dof) ** 0.5:.3f})"
+
+
 def summarize(out: Path, base_eval: dict | None) -> str:
     import numpy as np
 
@@ -347,13 +377,16 @@ def summarize(out: Path, base_eval: dict | None) -> str:
         lines.append("")
     seeds = sorted({s for a in arms for s in runs[a]})
     lines += [
-        "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | mean@8 |",
+        "Greedy accuracy / mean@8 at T = 1 per seed:",
+        "",
+        "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | mean greedy | mean@8 |",
         "|---|" + "---|" * (len(seeds) + 2),
     ]
     for a in arms:
         g = [runs[a][s]["greedy_accuracy"] if s in runs[a] else None for s in seeds]
         m = [runs[a][s]["mean_at_8"] for s in seeds if s in runs[a]]
-        cells = [f"{x:.3f}" if x is not None else "–" for x in g]
+        m8 = [runs[a][s]["mean_at_8"] if s in runs[a] else None for s in seeds]
+        cells = [f"{x:.3f} / {y:.3f}" if x is not None else "–" for x, y in zip(g, m8, strict=True)]
         have = [x for x in g if x is not None]
         lines.append(
             f"| {a} | " + " | ".join(cells) + f" | {np.mean(have):.3f} | {np.mean(m):.3f} |"
@@ -373,6 +406,37 @@ def summarize(out: Path, base_eval: dict | None) -> str:
     for a in arms:
         vals = [np.mean([r["by_level"][k] for r in runs[a].values()]) for k in levels]
         lines.append(f"| {a} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    lines += [
+        "",
+        "Level-1 greedy responses by form, all seeds pooled (count, of which wrong):",
+        "",
+        "| arm | direct | worked | no answer | other |",
+        "|---|---|---|---|---|",
+    ]
+    forms = ("direct", "worked", "no answer", "other")
+    sources = ([("base", [base_eval])] if base_eval else []) + [
+        (a, list(runs[a].values())) for a in arms
+    ]
+    for name, recs in sources:
+        count = dict.fromkeys(forms, 0)
+        wrong = dict.fromkeys(forms, 0)
+        for rec in recs:
+            for it in rec["items"]:
+                if str(it.get("level")) == "1":
+                    f = response_form(it["response"])
+                    count[f] += 1
+                    wrong[f] += not it["correct"]
+        lines.append(f"| {name} | " + " | ".join(f"{count[f]} ({wrong[f]})" for f in forms) + " |")
+    lines += [
+        "",
+        "Run-level differences of greedy accuracy (all runs of each arm):",
+        "",
+    ]
+    for i, a in enumerate(arms):
+        for b in arms[i + 1 :]:
+            ga = [r["greedy_accuracy"] for r in runs[a].values()]
+            gb = [r["greedy_accuracy"] for r in runs[b].values()]
+            lines.append(f"- {a} − {b}: {seed_level_difference(ga, gb)}")
     lines += [
         "",
         "Paired differences (seeds present in both arms; 95 % bootstrap over prompts):",

@@ -327,29 +327,139 @@ def check_old_logprobs(base: Path, seed: int) -> dict:
     }
 
 
+def _rollouts_from_trl(inputs, texts, groups, old_logprobs):
+    """TRL's generation batch in e3rl's Rollouts layout (left-padded prompts, right-padded
+    responses), with `old_logprobs` as the sampling log-probabilities."""
+    from e3rl.rollout.base import Rollouts
+
+    comp, cmask = inputs["completion_ids"], inputs["completion_mask"]
+    zeros = torch.zeros_like(old_logprobs)
+    return Rollouts(
+        prompt_index=groups,
+        input_ids=torch.cat([inputs["prompt_ids"], comp], dim=1),
+        attention_mask=torch.cat([inputs["prompt_mask"], cmask], dim=1),
+        prompt_width=inputs["prompt_ids"].shape[1],
+        response_mask=cmask.float(),
+        logprobs=old_logprobs,
+        entropy=zeros,
+        entropy_t1=zeros,
+        texts=texts,
+        truncated=torch.zeros(len(groups), dtype=torch.bool),
+    )
+
+
+def _from_zero(factor):
+    """e3rl's schedule with transformers' warm-up (step / warmup instead of (step + 1) / warmup)."""
+    import trl_parity as P
+
+    return lambda k: k / P.WARMUP if k < P.WARMUP else factor(k)
+
+
+def check_trajectory(trainer, tok, rows, score, seed: int, steps: int, prompts: int) -> dict:
+    """`steps` optimizer steps of TRL (its own AdamW and cosine schedule, clip 1) and, on the same
+    samples each step (TRL's), of e3rl's update on copies of the same initial weights: e3rl as
+    configured for the demo (warm-up from lr / 10, adv_eps 1e-6), and e3rl with TRL's warm-up
+    from 0 and adv_eps 1e-4. After each step, the distance of each e3rl copy to TRL's weights,
+    relative to how far TRL's weights have moved from the base."""
+    import copy
+
+    import trl_parity as P
+
+    from e3rl.algos import group_advantages
+    from e3rl.config import AlgoConfig
+    from e3rl.demo import demo_config
+    from e3rl.optim import make_optimizer
+    from e3rl.trainer import _advance_schedule, _make_scheduler
+    from e3rl.update import policy_update, response_logits
+
+    model = trainer.model
+    model.train()
+    trainer.create_optimizer_and_scheduler(num_training_steps=P.STEPS)
+    opt_t, sched_t = trainer.optimizer, trainer.lr_scheduler
+    cfg = demo_config(Path("_unused"))
+    theta0 = torch.cat([p.detach().flatten() for p in model.parameters()]).double()
+    arms = {}
+    for name, eps in (("e3rl", 1e-6), ("e3rl_trl_warmup_eps", 1e-4)):
+        m = copy.deepcopy(model)
+        opt = make_optimizer(m.parameters(), P.LR, P.BETAS, weight_decay=0.0)
+        sched = _make_scheduler(opt, cfg)
+        if name != "e3rl":  # TRL's warm-up: lr * step / warmup, so the first step has lr 0
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _from_zero(sched.lr_lambdas[0]))
+        arms[name] = (m, opt, sched, eps)
+    torch.manual_seed(seed)
+    rows_per_step = [rows[200 + k * prompts : 200 + (k + 1) * prompts] for k in range(steps)]
+    history = []
+    for k in range(steps):
+        batch = [r for r in rows_per_step[k] for _ in range(P.N)]
+        inputs = trainer._generate_and_score_completions(batch)
+        comp, cmask = inputs["completion_ids"], inputs["completion_mask"]
+        texts = tok.batch_decode(
+            [c[m_.bool()].tolist() for c, m_ in zip(comp, cmask, strict=True)],
+            skip_special_tokens=True,
+        )
+        rewards = torch.tensor([score(t, r["answer"]) for t, r in zip(texts, batch, strict=True)])
+        groups = torch.arange(len(batch)) // P.N
+        ids = torch.cat([inputs["prompt_ids"], comp], dim=1)
+        attn = torch.cat([inputs["prompt_mask"], cmask], dim=1)
+        with torch.no_grad():  # the sampling policy's log-probs, as e3rl's sampler records them
+            lp = torch.log_softmax(response_logits(model, ids, attn, comp.shape[1]).float(), -1)
+            old = lp.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+        r = _rollouts_from_trl(inputs, texts, groups, old)
+        row = {"step": k + 1, "lr_trl": sched_t.get_last_lr()[0], "reward": float(rewards.mean())}
+        for name, (m, opt, sched, eps) in arms.items():
+            adv = group_advantages(rewards, groups, "grpo", eps)
+            row[f"lr_{name}"] = sched.get_last_lr()[0]
+            policy_update(m, opt, r, adv, 1.0, AlgoConfig(adv_eps=eps), grad_clip=1.0)
+            _advance_schedule(sched)
+        opt_t.zero_grad(set_to_none=True)
+        loss = trainer._compute_loss(model, inputs)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt_t.step()
+        sched_t.step()
+        opt_t.zero_grad(set_to_none=True)
+        theta = torch.cat([p.detach().flatten() for p in model.parameters()]).double()
+        moved = float((theta - theta0).norm())
+        row["trl_moved"] = moved
+        for name, (m, *_rest) in arms.items():
+            th = torch.cat([p.detach().flatten() for p in m.parameters()]).double()
+            row[f"{name}_rel_dist"] = float((th - theta).norm()) / max(moved, 1e-30)
+        history.append(row)
+        print(json.dumps(row), flush=True)
+    return {"steps": steps, "prompts_per_step": prompts, "history": history}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--draws", type=int, default=20_000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--trajectory", type=int, default=15, help="steps of the trajectory check")
+    ap.add_argument(
+        "--trajectory-prompts", type=int, default=16, help="prompts per trajectory step (x 8)"
+    )
+    ap.add_argument("--only-trajectory", action="store_true", help="skip the one-step checks")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     trainer, tok, rows, score = make_trainer(args.base, args.seed)
-    res = {
-        "base": str(args.base),
-        "schedule": check_schedule(),
-        "gradient": check_gradient(trainer, tok, rows, score, args.seed),
-        "sampling": check_sampling(trainer, tok, rows, args.draws, args.seed),
-        "optimizer": check_optimizer(trainer),
-        "old_logprobs": check_old_logprobs(args.base, args.seed),
-    }
+    res = {"base": str(args.base)}
+    if not args.only_trajectory:
+        res["schedule"] = check_schedule()
+        res["gradient"] = check_gradient(trainer, tok, rows, score, args.seed)
+        res["sampling"] = check_sampling(trainer, tok, rows, args.draws, args.seed)
+        res["optimizer"] = check_optimizer(trainer)
+        res["old_logprobs"] = check_old_logprobs(args.base, args.seed)
+    # last: it trains TRL's model
+    res["trajectory"] = check_trajectory(
+        trainer, tok, rows, score, args.seed, args.trajectory, args.trajectory_prompts
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
-    g = res["gradient"]["gradient"]
-    if not (g["rel_l2_error"] < 1e-3 and math.isclose(g["cosine"], 1.0, abs_tol=1e-5)):
+    g = res.get("gradient", {}).get("gradient")
+    if g and not (g["rel_l2_error"] < 1e-3 and math.isclose(g["cosine"], 1.0, abs_tol=1e-5)):
         print("the gradients differ")
 
 

@@ -355,13 +355,14 @@ def _from_zero(factor):
     return lambda k: k / P.WARMUP if k < P.WARMUP else factor(k)
 
 
-def check_trajectory(trainer, tok, rows, score, seed: int, steps: int, prompts: int) -> dict:
+def check_trajectory(
+    trainer, tok, rows, score, base: Path, seed: int, steps: int, prompts: int
+) -> dict:
     """`steps` optimizer steps of TRL (its own AdamW and cosine schedule, clip 1) and, on the same
     samples each step (TRL's), of e3rl's update on copies of the same initial weights: e3rl as
     configured for the demo (warm-up from lr / 10, adv_eps 1e-6), and e3rl with TRL's warm-up
     from 0 and adv_eps 1e-4. After each step, the distance of each e3rl copy to TRL's weights,
     relative to how far TRL's weights have moved from the base."""
-    import copy
 
     import trl_parity as P
 
@@ -380,7 +381,10 @@ def check_trajectory(trainer, tok, rows, score, seed: int, steps: int, prompts: 
     theta0 = torch.cat([p.detach().flatten() for p in model.parameters()]).double()
     arms = {}
     for name, eps in (("e3rl", 1e-6), ("e3rl_trl_warmup_eps", 1e-4)):
-        m = copy.deepcopy(model)
+        # Loaded afresh, not deep-copied: the forward TRL's trainer wraps would be copied as a
+        # closure over TRL's model, and the copy's update would train TRL's weights.
+        m = P.load_model(base)[0]
+        m.load_state_dict(model.state_dict())
         opt = make_optimizer(m.parameters(), P.LR, P.BETAS, weight_decay=0.0)
         sched = _make_scheduler(opt, cfg)
         if name != "e3rl":  # TRL's warm-up: lr * step / warmup, so the first step has lr 0
@@ -424,6 +428,8 @@ def check_trajectory(trainer, tok, rows, score, seed: int, steps: int, prompts: 
         for name, (m, *_rest) in arms.items():
             th = torch.cat([p.detach().flatten() for p in m.parameters()]).double()
             row[f"{name}_rel_dist"] = float((th - theta).norm()) / max(moved, 1e-30)
+        if any(row[f"{n}_rel_dist"] == 1.0 for n in arms):
+            raise RuntimeError("an e3rl copy did not move: its update trained other weights")
         history.append(row)
         print(json.dumps(row), flush=True)
     return {"steps": steps, "prompts_per_step": prompts, "history": history}
@@ -453,7 +459,7 @@ def main() -> None:
         res["old_logprobs"] = check_old_logprobs(args.base, args.seed)
     # last: it trains TRL's model
     res["trajectory"] = check_trajectory(
-        trainer, tok, rows, score, args.seed, args.trajectory, args.trajectory_prompts
+        trainer, tok, rows, score, args.base, args.seed, args.trajectory, args.trajectory_prompts
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))

@@ -391,7 +391,10 @@ def summarize(out: Path, base_eval: dict | None) -> str:
         lines.append(
             f"| {a} | " + " | ".join(cells) + f" | {np.mean(have):.3f} | {np.mean(m):.3f} |"
         )
-    levels = sorted({k for a in arms for r in runs[a].values() for k in r["by_level"]}, key=int)
+    levels = {k for a in arms for r in runs[a].values() for k in r["by_level"]}
+    levels = sorted(levels | set(base_eval["by_level"] if base_eval else ()), key=int)
+    if not arms:
+        lines += ["No run has finished yet.", ""]
     lines += [
         "",
         "Greedy accuracy per level (mean over seeds):",

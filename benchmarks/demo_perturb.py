@@ -3,6 +3,7 @@
     python benchmarks/demo_perturb.py                       # 3 seeds x threads 1,2 x avx512,avx2
     python benchmarks/demo_perturb.py --resume              # keep finished runs, run the rest
     python benchmarks/demo_perturb.py --baseline            # uniform GRPO beside each run too
+    python benchmarks/demo_perturb.py --baseline-for seed0-t2-default   # ... beside some runs
 
 Each run is a fresh `e3rl demo` process (the method arm, `--no-baseline` unless --baseline) with
 its own empty E3RL_CACHE, `trainer.seed` and `trainer.threads` set, and ATEN_CPU_CAPABILITY set
@@ -128,6 +129,9 @@ def main() -> None:
     p.add_argument("--caps", default="default,avx2")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--baseline", action="store_true", help="uniform GRPO beside each run")
+    p.add_argument(
+        "--baseline-for", default="", help="run names (e.g. seed0-t2-default) that get uniform GRPO too"
+    )
     p.add_argument("--resume", action="store_true", help="keep runs.json's records, run the rest")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/demo")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs/perturb")
@@ -146,7 +150,9 @@ def main() -> None:
     ]
 
     def one(job: tuple[int, int, str]) -> dict:
-        rec = run_one(*job, args.runs_dir, args.baseline)
+        s, t, c = job
+        with_baseline = args.baseline or f"seed{s}-t{t}-{c}" in args.baseline_for.split(",")
+        rec = run_one(*job, args.runs_dir, with_baseline)
         print(f"{rec['name']}: {rec['base']:.3f} -> {rec['final']:.3f} "
               f"({rec['gain'] * 100:+.1f}), {rec['wall_seconds']:.0f} s", flush=True)
         return rec

@@ -86,3 +86,68 @@ def test_warm_start_prints_progress_lines_when_stderr_is_not_a_terminal(capsys):
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warm start:")]
     # one line every tenth of the way: steps 2, 4, ..., 20
     assert [x.split(",")[0] for x in lines] == [f"warm start: step {s}/20" for s in range(2, 21, 2)]
+
+
+def _examples(wf: float, prior: float | None, n: int = 20_000, seed: int = 0) -> list[tuple]:
+    import itertools
+    import random
+
+    from e3rl.config import TaskConfig
+    from e3rl.tasks import arith
+    from e3rl.warmstart import warm_start_examples
+
+    task = TaskConfig(levels=[1, 2, 3], worked_fraction=wf, worked_prior=prior)
+    return list(
+        itertools.islice(
+            warm_start_examples(arith.stream([1, 2, 3], seed), task, random.Random(seed)), n
+        )
+    )
+
+
+def test_worked_prior_sets_the_share_of_worked_openings_trained_on():
+    examples = _examples(0.75, 0.3)
+    multi = [e for e in examples if e[0].count("+") + e[0].count("-") > 1]
+    worked = [e for e in multi if not e[1].startswith("#")]
+    # 3 in 4 multi-step examples are worked (binomial sd ~0.004 at ~13k examples)
+    assert len(worked) / len(multi) == pytest.approx(0.75, abs=0.015)
+    first_trained = [e for e in multi if e[2]]
+    share = sum(not e[1].startswith("#") for e in first_trained) / len(first_trained)
+    assert share == pytest.approx(0.3, abs=0.02)
+    # direct answers (and single operations) always train their first token
+    assert all(e[2] for e in examples if e[1].startswith("#"))
+
+
+def test_without_worked_prior_the_stream_is_the_earlier_one():
+    """Same draws as before worked_prior existed: one random() per problem, worked if below
+    worked_fraction, every first token trained (cache keys of old configs keep their bases)."""
+    import itertools
+    import random
+
+    from e3rl.tasks import arith
+
+    pick, got = random.Random(0), _examples(0.5, None, n=500)
+    want = [
+        (p.question, p.solution if pick.random() < 0.5 else p.direct)
+        for p in itertools.islice(arith.stream([1, 2, 3], 0), 500)
+    ]
+    assert [(q, r) for q, r, _ in got] == want
+    assert all(first for *_, first in got)
+
+
+def test_worked_prior_above_worked_fraction_is_rejected():
+    from e3rl.config import TaskConfig
+
+    with pytest.raises(ValueError, match="worked_prior"):
+        TaskConfig(worked_fraction=0.25, worked_prior=0.5)
+
+
+def test_first_token_loss_is_dropped_only_where_asked():
+    from e3rl.models import train_tokenizer
+    from e3rl.warmstart import _batch
+
+    tok = train_tokenizer(["1+2+3=1+2=3,3+3=6#6", "#6"] * 10 + ["0123456789"])
+    _, _, labels = _batch(tok, [("1+2+3=", "1+2=3,3+3=6#6", False), ("1+2+3=", "#6", True)])
+    plen = len(tok("1+2+3=", add_special_tokens=False)["input_ids"])
+    assert labels[0, plen] == -100 and labels[0, plen + 1] != -100
+    assert labels[1, plen] != -100
+    assert (labels[:, :plen] == -100).all()

@@ -42,7 +42,8 @@ def _key(cfg: ModelConfig, task: TaskConfig, seed: int) -> str:
             dataclasses.asdict(cfg.tiny),
             # the seed is keyed below, as the one actually used
             {k: v for k, v in dataclasses.asdict(cfg.warm_start).items() if k != "seed"},
-            dataclasses.asdict(task),
+            # a field added later counts only when set: earlier cache entries keep their key
+            {k: v for k, v in dataclasses.asdict(task).items() if k != "worked_prior" or v is not None},
             seed,
         ],
         sort_keys=True,
@@ -50,15 +51,17 @@ def _key(cfg: ModelConfig, task: TaskConfig, seed: int) -> str:
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
-def _batch(tokenizer, pairs: list[tuple[str, str]]):
-    """Right-padded (input_ids, attention_mask, labels); the loss covers the response only."""
+def _batch(tokenizer, pairs: list[tuple]):
+    """Right-padded (input_ids, attention_mask, labels) from (prompt, response[, train_first])
+    examples; the loss covers the response only, and not its first token when train_first is
+    False."""
     eos = tokenizer.eos_token_id
     enc = [
         (
-            tokenizer(p, add_special_tokens=False)["input_ids"],
-            tokenizer(r, add_special_tokens=False)["input_ids"] + [eos],
+            tokenizer(p[0], add_special_tokens=False)["input_ids"],
+            tokenizer(p[1], add_special_tokens=False)["input_ids"] + [eos],
         )
-        for p, r in pairs
+        for p in pairs
     ]
     width = max(len(p) + len(r) for p, r in enc)
     ids = torch.full((len(enc), width), tokenizer.pad_token_id)
@@ -67,6 +70,8 @@ def _batch(tokenizer, pairs: list[tuple[str, str]]):
     for i, (p, r) in enumerate(enc):
         ids[i, : len(p) + len(r)] = torch.tensor(p + r)
         labels[i, len(p) : len(p) + len(r)] = torch.tensor(r)
+        if len(pairs[i]) > 2 and not pairs[i][2]:
+            labels[i, len(p)] = -100
         attn[i, : len(p) + len(r)] = 1
     return ids, attn, labels
 
@@ -170,16 +175,31 @@ def build_base(cfg: ModelConfig, task: TaskConfig, seed: int):
     model = build_tiny_model(cfg.tiny, tokenizer, seed)
     if cfg.warm_start.steps > 0:
         held_out = {p.question for p in parts["val"]}
-        pick = random.Random(seed)
-        examples = (
-            (p.question, p.solution if pick.random() < task.worked_fraction else p.direct)
-            for p in module.stream(task.levels, seed + 10_000, exclude=held_out)
-        )
+        problems = module.stream(task.levels, seed + 10_000, exclude=held_out)
+        examples = warm_start_examples(problems, task, random.Random(seed))
         ws = cfg.warm_start
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             supervised_warm_start(model, tokenizer, examples, ws.steps, ws.lr, ws.batch_size)
     return model, tokenizer
+
+
+def warm_start_examples(problems, task: TaskConfig, pick: random.Random) -> Iterator[tuple]:
+    """(prompt, response, train_first) per problem: worked with probability worked_fraction
+    (multi-step problems only: a single operation's worked answer is the direct one), and the
+    first token of a worked answer trained with the probability that makes worked answers
+    `worked_prior` of the first tokens trained on."""
+    wf = task.worked_fraction
+    prior = wf if task.worked_prior is None else task.worked_prior
+    # wf * q / (wf * q + 1 - wf) = prior
+    keep_first = 1.0 if prior >= wf else prior * (1 - wf) / (wf * (1 - prior))
+    for p in problems:
+        # one draw per problem whatever its kind, and a second only when the prior is set:
+        # without it the stream is the one earlier versions trained on
+        if pick.random() < wf and p.solution != p.direct:
+            yield p.question, p.solution, keep_first >= 1.0 or pick.random() < keep_first
+        else:
+            yield p.question, p.direct, True
 
 
 def save_base(model, tokenizer, target: Path) -> None:

@@ -160,6 +160,8 @@ def prepare_base(cfg) -> dict[str, Any]:
         path, where = found
         check_file = path / "base_check.json"
         check = json.loads(check_file.read_text()) if check_file.is_file() else None
+        if check is not None:  # the headline figures; the file has the per-level probe
+            check = {k: check[k] for k in ("measures", "problems", "built_on") if k in check}
         print(f"base model: {'shipped with e3rl' if where == 'shipped' else 'cached'} ({path})")
         return {"source": where, "path": str(path), "check": check}
     return _build_and_check(cfg, seed)
@@ -173,8 +175,8 @@ def _build_and_check(cfg, seed: int) -> dict[str, Any]:
     path = find_base(cfg.model, cfg.task, seed)[0]
     report = probe_base(model, tokenizer, cfg.task)
     problems = check_base(report, BAND)
-    check = {"measures": band_measures(report, BAND), "problems": problems, "probe": report}
-    (path / "base_check.json").write_text(json.dumps(check, indent=2))
+    check = {"measures": band_measures(report, BAND), "problems": problems}
+    (path / "base_check.json").write_text(json.dumps({**check, "probe": report}, indent=2))
     if problems:
         default = demo_config(Path("unused"))
         is_default = (default.model, default.task) == (cfg.model, cfg.task)
@@ -293,7 +295,7 @@ def run_demo(
     print(
         line + f", on {out['val_prompts']} held-out prompts, {out['steps']} steps and "
         f"{out['rollouts']:,} rollouts each; {out['wall_seconds']:.0f} s in all.\n"
-        f"run directory: {output_dir} (summary.json, report/report.md, "
-        f"{', '.join(arms)}/metrics.jsonl, {'/final, '.join(arms)}/final)"
+        f"run directory: {output_dir} (summary.json, report/report.md; per arm "
+        f"{' and '.join(a + '/' for a in arms)}: metrics.jsonl, final/)"
     )
     return out

@@ -143,8 +143,9 @@ def main() -> None:
     done = {r["name"] for r in records}
     jobs = [
         (s, t, c)
-        for c, t, s in itertools.product(
-            args.caps.split(","), map(int, args.threads.split(",")), map(int, args.seeds.split(","))
+        # seed-major: each early wave already spans threads and capabilities
+        for s, c, t in itertools.product(
+            map(int, args.seeds.split(",")), args.caps.split(","), map(int, args.threads.split(","))
         )
         if f"seed{s}-t{t}-{c}" not in done
     ]

@@ -3,6 +3,7 @@
     python scripts/build_demo_base.py                 # build + check, write src/e3rl/bases/<name>/
     python scripts/build_demo_base.py --out DIR       # build + check, write DIR/<name>/ (not shipped)
     python scripts/build_demo_base.py --check         # re-check the shipped base, build nothing
+    python scripts/build_demo_base.py --out DIR model.warm_start.steps=3000   # a variant
 
 The base is what `e3rl demo` starts from: a tokenizer trained on the task's text and a supervised
 warm start (configs/demo.yaml: model.*, task.*). Shipping it removes the first run's warm start
@@ -54,9 +55,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=SHIPPED_BASES, help="where the base goes")
     p.add_argument("--check", action="store_true", help="check the shipped base only")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("overrides", nargs="*", help="KEY=VALUE changes to the demo config (experiments)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = demo_config(Path("unused"))
+    cfg = demo_config(Path("unused"), args.overrides)
     seed = cfg.model.warm_start.seed
     name = base_name(cfg.model, cfg.task, seed)
     if args.check:

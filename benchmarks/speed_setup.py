@@ -24,7 +24,7 @@ from e3rl.data import task_prompts
 from e3rl.models import build_tiny_model, prepare_tokenizer, train_tokenizer
 from e3rl.optim import make_optimizer
 from e3rl.rollout.hf import HFEngine
-from e3rl.temperature import masked_mean
+from e3rl.tensors import masked_mean
 from e3rl.update import policy_update
 
 # The SPEC's reference model: hidden 256, 4 layers, vocab 384; heads and MLP width chosen so that

@@ -325,6 +325,8 @@ class BudgetConfig:
     """rank: how much the bounds widen per epoch (or per budget.widen_every steps)."""
     widen_every: int = 0
     """rank: widen the bounds every this many steps instead of every epoch (0 = per epoch)."""
+    rank_leftover: Literal["greedy", "spread"] = "greedy"
+    """rank: rounding leftover to the hardest prompt up to n_max first (the authors'), or one at a time (e3rl's change)."""
     n_min: int = 2
     """value: fewest rollouts a prompt gets (0 allows skipping a prompt)."""
     n_max: int = 16
@@ -459,27 +461,49 @@ class Config:
 
     def validate(self) -> Config:
         """Checks that span sections (each section checks its own fields on construction)."""
-        b, n = self.data.batch_size, self.rollout.n
-        if self.budget.allocator == "value":
-            lo, hi = self.budget.n_min, self.budget.n_max
-            _require(
-                lo * b <= n * b <= hi * b,
-                "rollout.n",
-                n,
-                f"within [budget.n_min, budget.n_max] = [{lo}, {hi}] so that the step budget "
-                f"n*batch_size={n * b} is feasible",
-            )
-        if self.budget.allocator == "rank":
-            _require(
-                self.budget.n_low <= n <= self.budget.n_high,
-                "rollout.n",
-                n,
-                f"within [budget.n_low, budget.n_high] = [{self.budget.n_low}, "
-                f"{self.budget.n_high}] for the rank allocator",
-            )
-        if self.temperature.anneal and self.rollout.temperature_control != "entropy":
-            raise ConfigError(
-                "temperature.anneal=true needs rollout.temperature_control=entropy "
-                "(annealing moves the entropy target of the controller)"
-            )
+        check_method(
+            self.budget,
+            self.rollout.n,
+            self.rollout.temperature_control,
+            self.temperature,
+            n_key="rollout.n",
+            prefix="",
+            control_key="rollout.temperature_control",
+        )
         return self
+
+
+def check_method(
+    budget: BudgetConfig,
+    n: int,
+    temperature_control: str,
+    temperature: TemperatureConfig,
+    n_key: str,
+    prefix: str,
+    control_key: str,
+) -> None:
+    """The method's settings that span sections, checked once for every trainer: ``n`` rollouts
+    per prompt on average must fit the allocator's bounds, annealing needs the controller.
+    Messages name the keys as the caller's config spells them (``prefix``, ``n_key``, ...)."""
+    b = budget
+    if b.allocator == "value":
+        _require(
+            b.n_min <= n <= b.n_max,
+            n_key,
+            n,
+            f"within [{prefix}budget.n_min, {prefix}budget.n_max] = [{b.n_min}, {b.n_max}] so "
+            f"that the step budget n * prompts is feasible",
+        )
+    if b.allocator == "rank":
+        _require(
+            b.n_low <= n <= b.n_high,
+            n_key,
+            n,
+            f"within [{prefix}budget.n_low, {prefix}budget.n_high] = [{b.n_low}, {b.n_high}] "
+            "for the rank allocator",
+        )
+    if temperature.anneal and temperature_control != "entropy":
+        raise ConfigError(
+            f"{prefix}temperature.anneal=true needs {control_key}=entropy "
+            "(annealing moves the entropy target of the controller)"
+        )

@@ -14,7 +14,7 @@ from e3rl.metrics import distinct_answers, mean_at_n, pass_at_k, summarize_by
 from e3rl.rewards.checkers import final_answer
 from e3rl.rewards.runner import RewardRunner
 from e3rl.rollout.base import Engine
-from e3rl.temperature import masked_mean
+from e3rl.tensors import masked_mean
 
 BREAKDOWN_KEYS = ("level", "data_source")
 

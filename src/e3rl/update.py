@@ -16,7 +16,7 @@ from e3rl.config import AlgoConfig
 from e3rl.precision import autocast
 from e3rl.rollout.base import Rollouts
 from e3rl.rollout.kv_cache import cache_kwarg
-from e3rl.temperature import token_entropy
+from e3rl.tensors import token_entropy
 
 
 def response_logits(model, input_ids, attention_mask, response_width: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Tests for e3rl.budget: tracker semantics by hand, allocators against references and brute force."""
+"""Tests for e3rl.control's tracker, rules and allocators: by hand, against references (the
+authors' own function for the rank rule) and brute force."""
 
 import hashlib
 import itertools
@@ -8,26 +9,29 @@ import time
 
 import numpy as np
 import pytest
+from e3_reference import get_rollout_n_per_prompt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e3rl.budget import (
+from e3rl.control.allocation import (
+    _mixed_gains,
+    _posterior,
+    _solve_dp,
+    beta_power_moments,
+    expected_mixed,
+    rank_allocation,
+    value_allocation,
+)
+from e3rl.control.allocators import (
     ALLOCATORS,
-    DifficultyTracker,
     RankAllocator,
     RankSchedule,
     UniformAllocator,
     ValueAllocator,
-    _mixed_gains,
-    _posterior,
-    _solve_dp,
     allocation_stats,
-    beta_power_moments,
-    expected_mixed,
     make_allocator,
-    rank_allocation,
-    value_allocation,
 )
+from e3rl.control.tracker import DifficultyTracker
 
 # ------------------------------------------------------------------------------------ tracker
 
@@ -145,8 +149,9 @@ def test_tracker_rejects_bad_config():
 # ------------------------------------------------------------------------------- rank rule
 
 
-def authors_rank_allocation(ranks, budget, n_min, n_max):
-    """Direct transcription of the reference rule (defects included)."""
+def spread_rank_allocation(ranks, budget, n_min, n_max):
+    """e3rl's ``leftover="spread"`` variant written naively: proportional floors, then the
+    leftover one at a time, cycling hardest first (no cap on the floors)."""
     extra = budget - n_min * len(ranks)
     total = math.fsum(ranks)
     c = [n_min + math.floor(extra * r / total) for r in ranks]
@@ -189,34 +194,81 @@ def check_invariants(ranks, counts, budget, n_min, n_max):
 @given(st.one_of(rank_problems(), rank_problems(zero_heavy=True)))
 def test_rank_allocation_invariants_and_agreement(problem):
     ranks, budget, n_min, n_max = problem
-    ours = rank_allocation(ranks, budget, n_min, n_max)
+    ours = rank_allocation(ranks, budget, n_min, n_max, "spread")
     check_invariants(ranks, ours, budget, n_min, n_max)
     if math.fsum(ranks) > 0:  # the reference divides by zero otherwise
-        theirs = authors_rank_allocation(ranks, budget, n_min, n_max)
+        theirs = spread_rank_allocation(ranks, budget, n_min, n_max)
         if max(theirs) <= n_max and sum(theirs) == budget:
             assert ours == theirs
 
 
 def test_rank_allocation_matches_paper_example():
     ranks = [i / 16 for i in range(16)]
-    theirs = authors_rank_allocation(ranks, 128, 4, 12)
+    theirs = spread_rank_allocation(ranks, 128, 4, 12)
     assert max(theirs) <= 12
-    assert rank_allocation(ranks, 128, 4, 12) == theirs
+    assert rank_allocation(ranks, 128, 4, 12, "spread") == theirs
 
 
 def test_rank_allocation_skewed_batch_respects_n_max():
     ranks = [0.99] + [0.001] * 7
-    theirs = authors_rank_allocation(ranks, 64, 4, 12)
+    theirs = spread_rank_allocation(ranks, 64, 4, 12)
     assert max(theirs) > 12  # the reference blows through n_max
-    ours = rank_allocation(ranks, 64, 4, 12)
+    ours = rank_allocation(ranks, 64, 4, 12, "spread")
     assert ours[0] == 12 and sum(ours) == 64 and max(ours) <= 12
     check_invariants(ranks, ours, 64, 4, 12)
 
 
 def test_rank_allocation_zero_ranks_uniform():
-    assert rank_allocation([0.0, 0.0, 0.0, 0.0], 32, 4, 12) == [8, 8, 8, 8]
-    assert rank_allocation([0.0, 0.0, 0.0], 10, 0, 12) == [4, 3, 3]
-    assert rank_allocation([0.0], 7, 0, 12) == [7]
+    assert rank_allocation([0.0, 0.0, 0.0, 0.0], 32, 4, 12, "spread") == [8, 8, 8, 8]
+    assert rank_allocation([0.0, 0.0, 0.0], 10, 0, 12, "spread") == [4, 3, 3]
+    assert rank_allocation([0.0], 7, 0, 12, "spread") == [7]
+
+
+@st.composite
+def tracker_rank_problems(draw):
+    """Ranks as the tracker gives them: distinct positions k/N among N >= B known prompts."""
+    b = draw(st.integers(1, 64))
+    big_n = draw(st.integers(b, 4 * b + 8))
+    picks = draw(st.lists(st.integers(0, big_n - 1), min_size=b, max_size=b, unique=True))
+    n_min = draw(st.integers(0, 8))
+    n_max = draw(st.integers(max(n_min, 1), 24))
+    budget = draw(st.integers(n_min * b, n_max * b))
+    return [k / big_n for k in picks], budget, n_min, n_max
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(tracker_rank_problems(), rank_problems(), rank_problems(zero_heavy=True)))
+def test_rank_allocation_is_the_authors_rule_where_it_respects_n_max(problem):
+    ranks, budget, n_min, n_max = problem
+    if len(set(ranks)) < len(ranks) and sum(ranks) == 0:
+        ranks = ranks[:1]  # tied zeros: numpy's argsort order is not ours to reproduce
+        budget = min(max(budget, n_min), n_max)
+    theirs = get_rollout_n_per_prompt(np.array(ranks, dtype=float), budget, n_min, n_max)
+    ours = rank_allocation(ranks, budget, n_min, n_max)
+    check_invariants(ranks, ours, budget, n_min, n_max)
+    distinct = len(set(ranks)) == len(ranks)  # tied ranks: numpy's argsort is unstable
+    if distinct and max(theirs) <= n_max and sum(theirs) == budget:
+        assert ours == theirs
+
+
+def test_rank_allocation_issue_example_50_prompts_budget_63():
+    ranks = [k / 50 for k in range(50)]
+    theirs = get_rollout_n_per_prompt(np.array(ranks), 63, 1, 12)
+    # by hand: 13 extra rollouts, every share r_k * 13 / 24.5 is below 1, so all floors are
+    # n_min = 1 and the whole leftover of 13 goes hardest first, 11 at a time up to n_max = 12
+    assert theirs == [1] * 48 + [3, 12]
+    assert rank_allocation(ranks, 63, 1, 12) == theirs
+    assert rank_allocation(ranks, 63, 1, 12, "spread") == [1] * 37 + [2] * 13
+
+
+def test_rank_allocation_keeps_the_authors_epsilon():
+    # exact shares 1 and 3 of 4 extra rollouts; the authors' sum + 1e-8 floors them to 0 and 2
+    # and the leftover 2 goes to the harder prompt
+    assert get_rollout_n_per_prompt(np.array([0.25, 0.75]), 8, 2, 16) == [2, 6]
+    assert rank_allocation([0.25, 0.75], 8, 2, 16) == [2, 6]
+    assert rank_allocation([0.25, 0.75], 8, 2, 16, "spread") == [3, 5]
+    with pytest.raises(ValueError, match="leftover='even'"):
+        rank_allocation([0.25, 0.75], 8, 2, 16, "even")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,297 @@
+"""The method as one object that every trainer drives: :class:`E3Control`.
+
+Per step a trainer calls, in this order:
+
+1. :meth:`E3Control.set_epoch` when its data loader starts a new epoch (the rank schedule and
+   ``rank_refresh="epoch"`` follow epochs);
+2. :meth:`E3Control.plan` -- rollouts per prompt (0 = skipped) and the sampling temperature;
+3. :meth:`E3Control.observe` -- the step's raw rewards, response lengths and token-weighted
+   entropy: updates the difficulty tracker and the temperature controller, returns the shaped
+   (length-biased) rewards that feed the advantages and the step's metrics. Trainers that measure
+   the entropy at another point than the rewards call :meth:`observe_rewards` and
+   :meth:`observe_entropy` instead (in that order, once each).
+
+The temperature a step samples with (``plan(...).temperature``) is also the one its loss must use
+for the log-probabilities. Everything is numpy + stdlib: no torch, no framework.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from e3rl.config import BudgetConfig, LengthBiasConfig, TemperatureConfig
+from e3rl.control.allocators import Allocator, allocation_stats, allocator_from_config
+from e3rl.control.length_bias import length_biased_rewards
+from e3rl.control.temperature import EntropyTemperatureController
+from e3rl.control.tracker import DifficultyTracker
+from e3rl.metrics import group_outcome_fractions
+
+__all__ = ["CONTROL_STATE_FORMAT", "E3Control", "Plan"]
+
+CONTROL_STATE_FORMAT = 1
+"""Version of :meth:`E3Control.state_dict`'s layout; a different one is refused on load."""
+
+LENGTH_BIAS_NOTICE = "length bias: no difficulty history yet, not applied this step"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One step's allocation: ``counts[i]`` rollouts for ``prompt_ids[i]`` (0 = skipped), the
+    rank each prompt had when it was planned (before this step's results), the temperature."""
+
+    prompt_ids: list[str]
+    counts: list[int]
+    ranks: list[float]
+    temperature: float
+    epoch: int
+    step: int
+
+
+class E3Control:
+    """Difficulty tracker, allocator, optional temperature controller and length bias.
+
+    ``n`` is the mean number of rollouts per prompt: a step's budget is ``n * prompts`` unless
+    :meth:`plan` is given another. ``controller=None`` keeps ``fixed_temperature``.
+    ``length_bias=(mu, threshold)``; ``mu = 0`` turns it off. ``seed`` seeds the allocator's
+    random draws (the value allocator's re-checks).
+    """
+
+    def __init__(
+        self,
+        tracker: DifficultyTracker,
+        allocator: Allocator,
+        n: int,
+        controller: EntropyTemperatureController | None = None,
+        fixed_temperature: float = 1.0,
+        length_bias: tuple[float, float] = (0.0, 0.1),
+        seed: int = 0,
+    ) -> None:
+        if n < 0:
+            raise ValueError(f"n must be >= 0 rollouts per prompt, got n={n}")
+        self.tracker = tracker
+        self.allocator = allocator
+        self.n = int(n)
+        self.controller = controller
+        self.fixed_temperature = float(fixed_temperature)
+        self.length_bias_mu, self.length_bias_threshold = (float(x) for x in length_bias)
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self.steps = 0  # steps observed; the next plan is step ``steps + 1``
+        self.length_bias_skipped = 0
+        self._plan: Plan | None = None
+        self._rank_of: dict[str, float] = {}
+        self._notices: list[str] = []
+
+    @classmethod
+    def from_config(
+        cls,
+        budget: BudgetConfig,
+        length_bias: LengthBiasConfig,
+        n: int,
+        initial_temperature: float,
+        vocab_size: int,
+        total_steps: int,
+        seed: int,
+        temperature: TemperatureConfig | None = None,
+    ) -> E3Control:
+        """The control e3rl's config sections describe; ``temperature=None``: no controller.
+        Check the settings that span sections first (:func:`e3rl.config.check_method`)."""
+        tracker = DifficultyTracker(budget.success_threshold, budget.decay, budget.rank_refresh)
+        controller = None
+        if temperature is not None:
+            controller = EntropyTemperatureController.from_config(
+                temperature, initial_temperature, vocab_size, total_steps
+            )
+        return cls(
+            tracker,
+            allocator_from_config(budget, n),
+            n,
+            controller,
+            initial_temperature,
+            (length_bias.mu, length_bias.threshold),
+            seed,
+        )
+
+    # ---- reading
+
+    @property
+    def temperature(self) -> float:
+        """The temperature of the next step's sampling and of its log-probabilities."""
+        return self.controller.temperature if self.controller else self.fixed_temperature
+
+    @property
+    def target_entropy(self) -> float | None:
+        """The controller's current entropy target (None: no controller or still warming up)."""
+        return self.controller.target_entropy if self.controller else None
+
+    @property
+    def success_threshold(self) -> float:
+        return self.tracker.success_threshold
+
+    def notices(self) -> list[str]:
+        """One-time messages for the trainer's log (each said once per run); clears them."""
+        out, self._notices = self._notices, []
+        return out
+
+    # ---- one step
+
+    def register(self, prompt_ids: Sequence[str]) -> None:
+        """Make the whole training set known, so that ranks are positions among all prompts."""
+        self.tracker.register(prompt_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Advance to ``epoch`` (0-based), closing each finished epoch in the tracker."""
+        while self.epoch < epoch:
+            self.tracker.end_epoch()
+            self.epoch += 1
+
+    def plan(self, prompt_ids: Sequence[str], budget: int | None = None) -> Plan:
+        """Rollouts per prompt for step ``steps + 1``; ``sum(counts) == budget`` (default
+        ``n * len(prompt_ids)``), ``plan.temperature`` is the step's temperature."""
+        ids = [str(p) for p in prompt_ids]
+        budget = self.n * len(ids) if budget is None else int(budget)
+        self.tracker.register(ids)
+        ranks = self.tracker.ranks(ids)  # before this step's results: what the allocator sees
+        step = self.steps + 1
+        counts = self.allocator.allocate(ids, budget, self.tracker, self.epoch, step, self.rng)
+        counts = [int(c) for c in counts]
+        if sum(counts) != budget:  # the allocators guarantee it; trainers size batches by it
+            raise RuntimeError(f"allocator returned {sum(counts)} rollouts for budget {budget}")
+        plan = Plan(ids, counts, ranks.tolist(), self.temperature, self.epoch, step)
+        self._plan, self._rank_of = plan, dict(zip(ids, plan.ranks, strict=True))
+        return plan
+
+    def observe(
+        self,
+        prompt_ids: Sequence[str],
+        rewards: Sequence[float],
+        lengths: Sequence[int],
+        entropy: float,
+    ) -> tuple[list[float], dict[str, Any]]:
+        """:meth:`observe_rewards` then :meth:`observe_entropy`; their metrics merged."""
+        shaped, metrics = self.observe_rewards(prompt_ids, rewards, lengths)
+        metrics.update(self.observe_entropy(entropy))
+        return shaped, metrics
+
+    def observe_rewards(
+        self, prompt_ids: Sequence[str], rewards: Sequence[float], lengths: Sequence[int]
+    ) -> tuple[list[float], dict[str, Any]]:
+        """Record the step's rollouts (one entry each: its prompt's id, raw reward, response
+        length in tokens); return the shaped rewards and metrics.
+
+        The tracker learns from the raw rewards; the length bias uses the ranks of the last
+        :meth:`plan`. It is skipped (and said once, see :meth:`notices`) while the tracker has
+        seen nothing, since every rank is then arbitrary.
+        """
+        if self._plan is None:
+            raise RuntimeError("observe_rewards() before plan(): plan the step first")
+        ids = [str(p) for p in prompt_ids]
+        missing = sorted({p for p in ids if p not in self._rank_of})
+        if missing:
+            raise KeyError(f"prompt ids {missing[:5]} were not in this step's plan")
+        raw = [float(r) for r in rewards]
+        shaped = raw
+        if self.length_bias_mu > 0:
+            if self.tracker.num_seen == 0:
+                self.length_bias_skipped += 1
+                if self.length_bias_skipped == 1:
+                    self._notices.append(LENGTH_BIAS_NOTICE)
+            else:
+                shaped = length_biased_rewards(
+                    raw,
+                    [int(x) for x in lengths],
+                    [self._rank_of[p] for p in ids],
+                    self.length_bias_mu,
+                    self.length_bias_threshold,
+                    self.success_threshold,
+                )
+        self.tracker.update(ids, raw)
+        return shaped, self._reward_metrics(ids, raw, shaped)
+
+    def observe_entropy(self, entropy: float) -> dict[str, Any]:
+        """Feed the step's token-weighted entropy (measured at the step's temperature) to the
+        controller and close the step; a NaN entropy is skipped and counted by the controller."""
+        used, target = self.temperature, self.target_entropy
+        if self.controller is not None:
+            self.controller.update(entropy)
+        self.steps += 1
+        return {
+            "entropy": entropy,
+            "temperature": used,
+            "target_entropy": target,
+            "next_temperature": self.temperature,
+            "temperature_invalid_entropies": self.controller.num_invalid if self.controller else 0,
+        }
+
+    def _reward_metrics(
+        self, ids: list[str], raw: list[float], shaped: list[float]
+    ) -> dict[str, Any]:
+        """The canonical per-step names; adapters prefix them (``e3rl/`` in verl)."""
+        threshold = self.success_threshold
+        alloc = allocation_stats(self._plan.counts if self._plan else [])
+        out: dict[str, Any] = {
+            "rollouts": len(raw),
+            "reward_mean": float(np.mean(shaped)) if shaped else math.nan,
+            "reward_raw_mean": float(np.mean(raw)) if raw else math.nan,
+            "accuracy": float(np.mean([x >= threshold for x in raw])) if raw else math.nan,
+        }
+        if raw:
+            out.update(group_outcome_fractions(raw, ids, threshold))
+        out.update(
+            {
+                "alloc_min": alloc["min"],
+                "alloc_mean": alloc["mean"],
+                "alloc_max": alloc["max"],
+                "alloc_hist": {str(k): v for k, v in alloc["hist"].items()},
+                "length_bias_changed": sum(a != b for a, b in zip(raw, shaped, strict=True)),
+                "tracker_seen": self.tracker.num_seen,
+            }
+        )
+        return out
+
+    # ---- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python values and lists only (checkpoints load with ``weights_only=True`` and
+        verl's as JSON); the settings stay the caller's config."""
+        return {
+            "format": CONTROL_STATE_FORMAT,
+            "tracker": self.tracker.state_dict(),
+            "controller": self.controller.state_dict() if self.controller else None,
+            "rng": _plain(self.rng.bit_generator.state),
+            "epoch": int(self.epoch),
+            "steps": int(self.steps),
+            "length_bias_skipped": int(self.length_bias_skipped),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output. A controller state is loaded only when this
+        control has a controller (a run may switch temperature control off on resume)."""
+        if state.get("format") != CONTROL_STATE_FORMAT:
+            raise ValueError(
+                f"e3rl control state has format {state.get('format')!r}, this version reads "
+                f"format {CONTROL_STATE_FORMAT}: the checkpoint format changed"
+            )
+        self.tracker.load_state_dict(state["tracker"])
+        if self.controller is not None and state.get("controller") is not None:
+            self.controller.load_state_dict(state["controller"])
+        self.rng.bit_generator.state = state["rng"]
+        self.epoch, self.steps = int(state["epoch"]), int(state["steps"])
+        self.length_bias_skipped = int(state["length_bias_skipped"])
+        self._plan, self._rank_of, self._notices = None, {}, []
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python numbers, recursively (a checkpoint must hold no numpy objects)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

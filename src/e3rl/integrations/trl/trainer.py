@@ -30,6 +30,7 @@ those of softmax(logits / T) at the temperature that sampled the round.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -38,24 +39,22 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
-from e3rl.config import ConfigError
+from e3rl.config import ConfigError, check_method
+from e3rl.control import E3Control
 from e3rl.integrations.trl.rounds import (
     Round,
     advantage_mode,
     expand_rows,
+    metric_names,
     ragged_advantages,
     sampler_groups,
     zero_std_fraction,
 )
-from e3rl.integrations.verl.control import (
-    E3rlControl,
-    E3rlSettings,
-    _check_n_against_budget,
-    prompt_id_of,
-)
+from e3rl.integrations.verl.control import E3rlSettings, prompt_id_of
 
 __all__ = ["E3GRPOTrainer", "STATE_FILE"]
 
+logger = logging.getLogger(__name__)
 STATE_FILE = "e3rl_state.json"
 
 
@@ -97,7 +96,7 @@ class E3GRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self._e3rl_check_args()
         self.e3rl_advantage_mode = advantage_mode(self.args.scale_rewards)
-        self.e3rl: E3rlControl | None = None  # built when training starts (needs its length)
+        self.e3rl: E3Control | None = None  # built when training starts (needs its length)
         self._e3rl_round: Round | None = None
         self._e3rl_first_pass = False
         policy = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -121,12 +120,16 @@ class E3GRPOTrainer(GRPOTrainer):
                 "invalid with e3rl: expected 'sum_then_normalize' (e3rl normalises the weighted "
                 "sum of rewards within each prompt's group)"
             )
-        _check_n_against_budget(self.e3rl_settings, int(args.num_generations))
-        if self.e3rl_settings.temperature.anneal and self.e3rl_settings.temperature_control != "entropy":
-            raise ConfigError(
-                "e3rl.temperature.anneal=true needs e3rl.temperature_control=entropy "
-                "(annealing moves the entropy target of the controller)"
-            )
+        s = self.e3rl_settings
+        check_method(
+            s.budget,
+            int(args.num_generations),
+            s.temperature_control,
+            s.temperature,
+            n_key="GRPOConfig.num_generations",
+            prefix="e3rl.",
+            control_key="e3rl.temperature_control",
+        )
 
     def _e3rl_generate_every(self) -> int:
         return int(self.args.steps_per_generation) * int(self.num_iterations)
@@ -136,15 +139,18 @@ class E3GRPOTrainer(GRPOTrainer):
         micro = max(int(steps), 1) * int(self.args.gradient_accumulation_steps)
         return max(math.ceil(micro / self._e3rl_generate_every()), 1)
 
-    def _e3rl_control(self) -> E3rlControl:
+    def _e3rl_control(self) -> E3Control:
         if self.e3rl is None:
-            vocab = self.model.config.get_text_config().vocab_size
-            self.e3rl = E3rlControl(
-                self.e3rl_settings,
+            s = self.e3rl_settings
+            self.e3rl = E3Control.from_config(
+                s.budget,
+                s.length_bias,
                 n=int(self.num_generations),
                 initial_temperature=float(self.args.temperature),
-                vocab_size=int(vocab),
-                total_steps=self._e3rl_total_rounds(),
+                vocab_size=int(self.model.config.get_text_config().vocab_size),
+                total_steps=self._e3rl_total_rounds(),  # the controller moves once per round
+                seed=s.seed,
+                temperature=s.temperature if s.temperature_control == "entropy" else None,
             )
             column = getattr(self.train_dataset, "column_names", None) or []
             if "prompt" in column:  # map-style: ranks are positions among all training prompts
@@ -179,8 +185,14 @@ class E3GRPOTrainer(GRPOTrainer):
         rnd, self._e3rl_round = self._e3rl_round, None
         if rnd is None or self.e3rl is None:
             return
-        for key, value in self.e3rl.end_step(rnd.entropy()).items():
+        self._e3rl_log(self.e3rl.observe_entropy(rnd.entropy()))
+
+    def _e3rl_log(self, metrics: Mapping[str, Any]) -> None:
+        """Into TRL's metric lists (averaged at each log, so in ``state.log_history``)."""
+        for key, value in metric_names(metrics).items():
             self._metrics["train"][key].append(value)
+        for notice in self.e3rl.notices():
+            logger.warning("e3rl: %s", notice)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if not self.model.training:  # evaluation: TRL's own uniform groups
@@ -189,7 +201,8 @@ class E3GRPOTrainer(GRPOTrainer):
         self._e3rl_close_round()  # normally closed by training_step; open after a resume
         control.set_epoch(int(self.state.epoch or 0))
         slots = sampler_groups(inputs, int(self.num_generations), lambda x: prompt_id_of(x["prompt"]))
-        allocation = control.allocate([pid for _, pid in slots])
+        # Exactly the generation batch TRL sized its steps by, split over this round's prompts.
+        allocation = control.plan([pid for _, pid in slots], budget=len(inputs))
         rows, group_of_row = expand_rows(inputs, [first for first, _ in slots], allocation.counts)
         self._e3rl_set_temperature(allocation.temperature)
         self._e3rl_round = Round(
@@ -211,15 +224,14 @@ class E3GRPOTrainer(GRPOTrainer):
         """TRL's own per-group figures were taken on ``view(-1, G)`` blocks: redo them."""
         train = self._metrics["train"]
         if train.get("frac_reward_zero_std"):
-            train["frac_reward_zero_std"][-1] = rnd.metrics.pop("_zero_std")
+            train["frac_reward_zero_std"][-1] = rnd.zero_std
         logged = self._logs["advantages"]
         n = len(rnd.group_of_row)
         if len(logged) >= n:
             for _ in range(n):
                 logged.pop()
             logged.extend(rnd.advantages.tolist())
-        for key, value in rnd.metrics.items():
-            train[key].append(value)
+        self._e3rl_log(rnd.metrics)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(
@@ -233,12 +245,11 @@ class E3GRPOTrainer(GRPOTrainer):
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         raw = rewards.tolist()
         scored = [i for i, r in enumerate(raw) if not math.isnan(r)]
-        pids, ranks = rnd.row_prompt_ids(), rnd.row_ranks()
-        shaped_scored, metrics = self.e3rl.observe(
+        pids = rnd.row_prompt_ids()
+        shaped_scored, metrics = self.e3rl.observe_rewards(
             [pids[i] for i in scored],
             [raw[i] for i in scored],
             [len(completion_ids_list[i]) for i in scored],
-            [ranks[i] for i in scored],
         )
         shaped = [math.nan] * len(raw)
         for i, s in zip(scored, shaped_scored, strict=True):
@@ -246,7 +257,8 @@ class E3GRPOTrainer(GRPOTrainer):
         rnd.advantages = ragged_advantages(
             torch.tensor(shaped), rnd.group_of_row, self.e3rl_advantage_mode
         )
-        rnd.metrics = {**metrics, "_zero_std": zero_std_fraction(shaped, rnd.group_of_row)}
+        rnd.metrics = metrics
+        rnd.zero_std = zero_std_fraction(shaped, rnd.group_of_row)
         return rewards_per_func
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw):

@@ -118,3 +118,184 @@ def test_advantages_are_e3rls_on_the_ragged_groups(tmp_path):
         for g in set(groups.tolist()):  # a group of one gets 0
             if int((groups == g).sum()) == 1:
                 assert float(want[groups == g]) == 0.0
+
+
+class TemperatureSpy(E3GRPOTrainer):
+    """Records the temperature each generate call samples with, and checks every log-prob TRL
+    computes (old log-probs and the loss) against a plain forward pass at that temperature."""
+
+    def _generate_single_turn(self, *a, **kw):
+        model = self.accelerator.unwrap_model(self.model)
+        original = model.generate
+
+        def generate(*ga, generation_config=None, **gk):
+            self.sampled_at.append(float(generation_config.temperature))
+            return original(*ga, generation_config=generation_config, **gk)
+
+        model.generate = generate
+        try:
+            return super()._generate_single_turn(*a, **kw)
+        finally:
+            del model.generate
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, keep, *a, **kw):
+        logps, ent, aux = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, keep, *a, **kw
+        )
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            t = self.sampled_at[-1]
+            ref = torch.log_softmax(logits[:, -keep - 1 : -1].float() / t, dim=-1)
+            ref = ref.gather(-1, input_ids[:, -keep:].unsqueeze(-1)).squeeze(-1)
+            mask = attention_mask[:, -keep:].bool()
+            self.logp_checks.append((t, float((logps.detach() - ref)[mask].abs().max())))
+        return logps, ent, aux
+
+
+ENTROPY = {
+    **VALUE,
+    "temperature_control": "entropy",
+    # far below the random model's entropy (about ln |V|): the controller must cool down
+    "temperature": {"warmup_steps": 1, "target_entropy": 2.0},
+}
+
+
+@pytest.mark.parametrize("steps_per_generation", [1, 2])
+def test_temperature_reaches_generation_and_the_log_probs(tmp_path, steps_per_generation):
+    # steps_per_generation=2: a round spans two optimizer steps and TRL computes old log-probs
+    trainer, _, _ = _trainer(
+        tmp_path,
+        ENTROPY,
+        cls=TemperatureSpy,
+        max_steps=4 * steps_per_generation,
+        per_device_train_batch_size=16 // steps_per_generation,
+        steps_per_generation=steps_per_generation,
+    )
+    trainer.sampled_at, trainer.logp_checks = [], []
+    trainer.train()
+    temps = trainer.sampled_at
+    assert len(temps) == 4  # one generate call per round
+    # one warm-up round at T0, one more at T0 while it measures, then cooler each round
+    assert temps[:2] == [1.0, 1.0] and temps[3] < temps[2] < 1.0
+    calls_per_round = steps_per_generation + (1 if steps_per_generation > 1 else 0)
+    assert len(trainer.logp_checks) == 4 * calls_per_round
+    for t, err in trainer.logp_checks:
+        assert err < 1e-4, f"log-probs at T={t} are off by {err}"
+    logged = [h["e3rl/temperature"] for h in trainer.state.log_history if "e3rl/temperature" in h]
+    assert logged == pytest.approx(temps)
+
+
+METRICS = [
+    "e3rl/temperature",
+    "e3rl/target_entropy",
+    "e3rl/entropy",
+    "e3rl/alloc/min",
+    "e3rl/alloc/mean",
+    "e3rl/alloc/max",
+    "e3rl/groups/all_correct_frac",
+    "e3rl/groups/all_wrong_frac",
+    "e3rl/groups/mixed_frac",
+]
+
+
+def test_metrics_are_in_trls_log_history(tmp_path):
+    trainer, rec, _ = _trainer(tmp_path, ENTROPY, max_steps=3)
+    trainer.train()
+    steps = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(steps) == 3
+    for h in steps:
+        for key in METRICS:
+            assert key in h, key
+    # the entropy is the token-weighted mean TRL's own `entropy` metric also reports
+    assert steps[0]["e3rl/entropy"] == pytest.approx(steps[0]["entropy"], rel=1e-5)
+    assert steps[0]["e3rl/target_entropy"] == 2.0
+    call = rec.calls[0]
+    correct = collections.defaultdict(list)
+    for p, r in zip(call["prompts"], call["rewards"], strict=True):
+        correct[p].append(r >= 1.0)
+    n = len(correct)
+    assert steps[0]["e3rl/groups/all_correct_frac"] == sum(all(v) for v in correct.values()) / n
+    assert steps[0]["e3rl/groups/all_wrong_frac"] == sum(not any(v) for v in correct.values()) / n
+
+
+def _resumable(tmp_path, name):
+    return _trainer(
+        tmp_path / name, ENTROPY, max_steps=4, save_strategy="steps", save_steps=2
+    )
+
+
+def test_resume_restores_tracker_and_controller(tmp_path):
+    full, _, _ = _resumable(tmp_path, "full")
+    full.train()
+    saved = json.loads((tmp_path / "full" / "checkpoint-2" / STATE_FILE).read_text())
+    assert saved["control"]["steps"] == 2
+
+    resumed, _, _ = _resumable(tmp_path, "resumed")
+    loaded = {}
+    original = resumed._load_optimizer_and_scheduler
+
+    def spy(checkpoint):
+        original(checkpoint)
+        loaded.update(resumed.e3rl.state_dict())
+        loaded["temperature"] = resumed.temperature
+
+    resumed._load_optimizer_and_scheduler = spy
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    assert {k: loaded[k] for k in saved["control"]} == saved["control"]
+    assert loaded["temperature"] == saved["control"]["controller"]["temperature"] != 1.0
+    # The two last rounds continue from that state (sampling after a resume is not bit-equal
+    # to the uninterrupted run's, so the rewards may differ): the same temperatures follow,
+    # and the tracker holds the saved rollouts plus those of two rounds.
+    def temps(t):
+        return [h["e3rl/temperature"] for h in t.state.log_history if "e3rl/temperature" in h]
+
+    assert len(temps(full)) == 4  # (the resumed log history starts with the checkpoint's)
+    # round 3's temperature comes from the saved state alone; round 4's from round 3's entropy
+    assert temps(resumed)[:3] == temps(full)[:3]
+    assert temps(resumed)[3] == pytest.approx(temps(full)[3], rel=1e-4)
+    after = resumed.e3rl.state_dict()
+    assert sum(after["tracker"]["rollouts"]) == sum(saved["control"]["tracker"]["rollouts"]) + 32
+    assert after["steps"] == full.e3rl.state_dict()["steps"] == 4
+
+
+def test_resume_without_e3rl_state_is_a_clear_error(tmp_path):
+    full, _, _ = _resumable(tmp_path, "full")
+    full.train()
+    (tmp_path / "full" / "checkpoint-2" / STATE_FILE).unlink()
+    again, _, _ = _resumable(tmp_path, "again")
+    with pytest.raises(FileNotFoundError, match="e3rl_state.json is missing"):
+        again.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+
+
+@pytest.mark.parametrize(
+    ("e3rl", "cfg", "match"),
+    [
+        ({"budget": {"allocater": "value"}}, {}, r"unknown keys \['allocater'\] in e3rl.budget"),
+        ({"temperature_control": "entropic"}, {}, "e3rl.temperature_control='entropic'"),
+        (
+            {"budget": {"allocator": "value", "n_min": 0, "n_max": 3}},
+            {},
+            "GRPOConfig.num_generations=4 is invalid",
+        ),
+        (VALUE, {"scale_rewards": "batch"}, "scale_rewards='batch' is invalid"),
+        (
+            VALUE,
+            {"multi_objective_aggregation": "normalize_then_sum"},
+            "multi_objective_aggregation='normalize_then_sum' is invalid",
+        ),
+    ],
+)
+def test_bad_settings_are_clear_errors(tmp_path, e3rl, cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        _trainer(tmp_path, e3rl, **cfg)
+
+
+def test_dr_grpo_advantages_without_std(tmp_path):
+    trainer, rec, _ = _trainer(tmp_path, VALUE, max_steps=2, scale_rewards="none")
+    trainer.train()
+    for call, rnd in zip(rec.calls, trainer.rounds, strict=True):
+        order = {p: i for i, p in enumerate(dict.fromkeys(call["prompts"]))}
+        groups = torch.tensor([order[p] for p in call["prompts"]])
+        want = group_advantages(torch.tensor(call["rewards"]), groups, mode="drgrpo")
+        torch.testing.assert_close(rnd["advantages"], want)
+    assert not math.isnan(float(trainer.rounds[0]["advantages"].sum()))

@@ -12,12 +12,12 @@ pytest.importorskip("trl")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from trl_tiny import grpo_config, tiny_model_and_prompts  # noqa: E402  (tests/helpers)
 
 from e3rl.algos import group_advantages  # noqa: E402
 from e3rl.config import ConfigError  # noqa: E402
 from e3rl.integrations.trl import E3GRPOTrainer  # noqa: E402
 from e3rl.integrations.trl.trainer import STATE_FILE  # noqa: E402
-from tests.helpers.trl_tiny import grpo_config, tiny_model_and_prompts  # noqa: E402
 
 
 class Recorder:
@@ -61,7 +61,9 @@ class Spy(E3GRPOTrainer):
                 {
                     "ids": list(rnd.prompt_ids),
                     "counts": list(rnd.counts),
-                    "prompts": [inputs[i * self.num_generations]["prompt"] for i in range(len(rnd.counts))],
+                    "prompts": [
+                        inputs[i * self.num_generations]["prompt"] for i in range(len(rnd.counts))
+                    ],
                     "advantages": out["advantages"].clone(),
                     "temperature": self.temperature,
                 }
@@ -219,9 +221,7 @@ def test_metrics_are_in_trls_log_history(tmp_path):
 
 
 def _resumable(tmp_path, name):
-    return _trainer(
-        tmp_path / name, ENTROPY, max_steps=4, save_strategy="steps", save_steps=2
-    )
+    return _trainer(tmp_path / name, ENTROPY, max_steps=4, save_strategy="steps", save_steps=2)
 
 
 def test_resume_restores_tracker_and_controller(tmp_path):
@@ -243,6 +243,7 @@ def test_resume_restores_tracker_and_controller(tmp_path):
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
     assert {k: loaded[k] for k in saved["control"]} == saved["control"]
     assert loaded["temperature"] == saved["control"]["controller"]["temperature"] != 1.0
+
     # The two last rounds continue from that state (sampling after a resume is not bit-equal
     # to the uninterrupted run's, so the rewards may differ): the same temperatures follow,
     # and the tracker holds the saved rollouts plus those of two rounds.

@@ -89,9 +89,7 @@ def expand_rows(
     return out, group
 
 
-def ragged_advantages(
-    rewards: torch.Tensor, group_ids: Sequence[int], mode: str
-) -> torch.Tensor:
+def ragged_advantages(rewards: torch.Tensor, group_ids: Sequence[int], mode: str) -> torch.Tensor:
     """e3rl's advantages on groups of any size; a NaN reward (unscorable) gets 0 and is left
     out of its group's statistics, as TRL does with nan-aware means."""
     rewards = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1)

@@ -99,7 +99,9 @@ class E3GRPOTrainer(GRPOTrainer):
         self.e3rl: E3Control | None = None  # built when training starts (needs its length)
         self._e3rl_round: Round | None = None
         self._e3rl_first_pass = False
-        policy = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        policy = (
+            self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        )
         self._e3rl_cells = [_TemperatureCell(policy, "policy")]
         if self.ref_model is not None:
             self._e3rl_cells.append(_TemperatureCell(self.ref_model, "reference model"))
@@ -200,7 +202,9 @@ class E3GRPOTrainer(GRPOTrainer):
         control = self._e3rl_control()
         self._e3rl_close_round()  # normally closed by training_step; open after a resume
         control.set_epoch(int(self.state.epoch or 0))
-        slots = sampler_groups(inputs, int(self.num_generations), lambda x: prompt_id_of(x["prompt"]))
+        slots = sampler_groups(
+            inputs, int(self.num_generations), lambda x: prompt_id_of(x["prompt"])
+        )
         # Exactly the generation batch TRL sized its steps by, split over this round's prompts.
         allocation = control.plan([pid for _, pid in slots], budget=len(inputs))
         rows, group_of_row = expand_rows(inputs, [first for first, _ in slots], allocation.counts)
@@ -261,7 +265,9 @@ class E3GRPOTrainer(GRPOTrainer):
         rnd.zero_std = zero_std_fraction(shaped, rnd.group_of_row)
         return rewards_per_func
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw):
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, *a, **kw
+    ):
         if self.model.training and self._e3rl_round is not None:
             # Rows of one prompt are already repeated per its count; vLLM server mode would
             # otherwise generate `num_generations` for every `num_generations`-th row.
@@ -270,7 +276,9 @@ class E3GRPOTrainer(GRPOTrainer):
             prompt_ids, images, multimodal_fields, num_generations, *a, **kw
         )
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *a, **kw):
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, *a, **kw
+    ):
         logps, entropies, aux = super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, *a, **kw
         )

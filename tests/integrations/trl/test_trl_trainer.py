@@ -300,3 +300,61 @@ def test_dr_grpo_advantages_without_std(tmp_path):
         want = group_advantages(torch.tensor(call["rewards"]), groups, mode="drgrpo")
         torch.testing.assert_close(rnd["advantages"], want)
     assert not math.isnan(float(trainer.rounds[0]["advantages"].sum()))
+
+
+class FakeVLLMServer:
+    """Stands in for TRL's VLLMClient (``trl vllm-serve``): n random completions per prompt of
+    ``max_tokens`` tokens, recording what each request asked for."""
+
+    def __init__(self, vocab: int):
+        self.vocab, self.requests = vocab, []
+
+    def generate(self, prompts, features=None, n=1, temperature=1.0, max_tokens=4, **kw):
+        self.requests.append({"prompts": len(prompts), "n": n, "temperature": temperature})
+        g = torch.Generator().manual_seed(len(self.requests))
+        completions = [
+            torch.randint(10, self.vocab, (max_tokens,), generator=g).tolist()
+            for _ in prompts
+            for _ in range(n)
+        ]
+        return {
+            "prompt_ids": [list(p) for p in prompts],
+            "completion_ids": completions,
+            "logprobs": [[[-1.0] for _ in c] for c in completions],
+        }
+
+
+def test_vllm_server_mode_generates_each_row_on_its_own(tmp_path):
+    """TRL's own server-mode path (VLLMGeneration.generate, mode 'server') with a fake server:
+    it sends prompts[::num_generations] with n=num_generations, which would break ragged groups;
+    the adapter asks for n=1 per row, at the round's temperature."""
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    trainer, rec, _ = _trainer(tmp_path, ENTROPY, max_steps=4)
+    server = FakeVLLMServer(len(trainer.processing_class))
+    vg = object.__new__(VLLMGeneration)  # no server to connect to: TRL's __init__ would
+    vg.__dict__.update(
+        mode="server",
+        accelerator=trainer.accelerator,
+        vllm_client=server,
+        enable_sleep_mode=False,
+        temperature=trainer.temperature,
+        top_p=1.0,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        max_completion_length=trainer.max_completion_length,
+        logprobs=0,
+        structured_outputs_regex=None,
+        generation_kwargs={},
+    )
+    vg.sync_weights = lambda: None
+    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, vg, -1
+    trainer.train()
+    assert [r["n"] for r in server.requests] == [1] * 4
+    assert [r["prompts"] for r in server.requests] == [16] * 4
+    temps = [r["temperature"] for r in server.requests]
+    assert temps[:2] == [1.0, 1.0] and temps[3] < temps[2] < 1.0
+    for call, rnd in zip(rec.calls, trainer.rounds, strict=True):
+        want = {p: c for p, c in zip(rnd["prompts"], rnd["counts"], strict=True) if c > 0}
+        assert dict(collections.Counter(call["prompts"])) == want

@@ -358,3 +358,45 @@ def test_vllm_server_mode_generates_each_row_on_its_own(tmp_path):
     for call, rnd in zip(rec.calls, trainer.rounds, strict=True):
         want = {p: c for p, c in zip(rnd["prompts"], rnd["counts"], strict=True) if c > 0}
         assert dict(collections.Counter(call["prompts"])) == want
+
+
+def test_temperature_cell_is_found_through_accelerates_mixed_precision_wrappers():
+    """With bf16/fp16, accelerate's prepare_model wraps the forward TRL patched (as below): the
+    adapter must still reach, and rewrite, the temperature the fused head divides by."""
+    import types
+
+    from accelerate.utils import convert_outputs_to_fp32
+    from trl.trainer.utils import add_fused_lm_head
+
+    from e3rl.integrations.trl.trainer import _TemperatureCell
+
+    model, _, _, _ = tiny_model_and_prompts()
+    with torch.no_grad():  # peaked logits, so that the temperature matters
+        model.get_output_embeddings().weight.mul_(30.0)
+    add_fused_lm_head(model, temperature=0.7)
+    model._original_forward = model.forward
+    wrapped = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward.__func__)
+    model.forward = types.MethodType(wrapped, model)
+    model.forward = types.MethodType(convert_outputs_to_fp32(model.forward.__func__), model)
+    cell = _TemperatureCell(model, "policy")
+    assert cell.get() == 0.7
+    cell.set(0.5)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    labels = ids.clone()
+    with torch.no_grad():
+        fused = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs[0]
+        logits = model(input_ids=ids).logits[0, :-1].float()
+
+    def logp(t):
+        return torch.log_softmax(logits / t, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+
+    assert (logp(0.5) - logp(0.7)).abs().max() > 1.0  # the check below can tell them apart
+    torch.testing.assert_close(fused.float(), logp(0.5), atol=0.2, rtol=0)  # bf16 autocast
+
+
+def test_a_model_without_trls_fused_head_is_a_clear_error():
+    from e3rl.integrations.trl.trainer import _TemperatureCell
+
+    model, _, _, _ = tiny_model_and_prompts()
+    with pytest.raises(RuntimeError, match="keeps no 'temperature' closure"):
+        _TemperatureCell(model, "policy")

@@ -58,6 +58,25 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "e3rl_state.json"
 
 
+def _find_temperature_cell(module: torch.nn.Module) -> Any:
+    """The cell, looked for through what may wrap TRL's function: a bound method, accelerate's
+    autocast / fp32-output wrappers (``functools.wraps``: ``__wrapped__``), the forward accelerate
+    keeps as ``_original_forward``."""
+    todo = [getattr(module, "forward", None), getattr(module, "_original_forward", None)]
+    seen: set[int] = set()
+    while todo:
+        fn = todo.pop()
+        fn = getattr(fn, "__func__", fn)
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        code, closure = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+        if code is not None and closure and "temperature" in code.co_freevars:
+            return closure[code.co_freevars.index("temperature")]
+        todo.append(getattr(fn, "__wrapped__", None))
+    return None
+
+
 class _TemperatureCell:
     """The ``temperature`` closure cell of one model's fused LM head (TRL's ``add_fused_lm_head``).
 
@@ -66,14 +85,13 @@ class _TemperatureCell:
     """
 
     def __init__(self, module: torch.nn.Module, what: str) -> None:
-        fn = getattr(getattr(module, "forward", None), "__func__", None)
-        code = getattr(fn, "__code__", None)
-        if code is None or "temperature" not in code.co_freevars or fn.__closure__ is None:
+        cell = _find_temperature_cell(module)
+        if cell is None:
             raise RuntimeError(
                 f"{what}: TRL's fused LM head keeps no 'temperature' closure here; this adapter "
                 "supports trl==1.16 (install e3rl[trl])"
             )
-        self.cell = fn.__closure__[code.co_freevars.index("temperature")]
+        self.cell = cell
 
     def set(self, value: float) -> None:
         self.cell.cell_contents = float(value)

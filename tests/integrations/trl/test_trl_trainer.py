@@ -162,16 +162,20 @@ ENTROPY = {
 }
 
 
-@pytest.mark.parametrize("steps_per_generation", [1, 2])
-def test_temperature_reaches_generation_and_the_log_probs(tmp_path, steps_per_generation):
-    # steps_per_generation=2: a round spans two optimizer steps and TRL computes old log-probs
+@pytest.mark.parametrize(("spg", "accum", "iters"), [(1, 1, 1), (2, 1, 1), (2, 2, 2)])
+def test_temperature_reaches_generation_and_the_log_probs(tmp_path, spg, accum, iters):
+    # spg=2: a round spans two optimizer steps and TRL computes old log-probs; (2, 2, 2): with
+    # gradient accumulation, and each round trained on twice (num_iterations)
+    micro = spg * iters  # micro-steps per round
     trainer, _, _ = _trainer(
         tmp_path,
         ENTROPY,
         cls=TemperatureSpy,
-        max_steps=4 * steps_per_generation,
-        per_device_train_batch_size=16 // steps_per_generation,
-        steps_per_generation=steps_per_generation,
+        max_steps=4 * micro // accum,
+        per_device_train_batch_size=16 // spg,
+        steps_per_generation=spg,
+        gradient_accumulation_steps=accum,
+        num_iterations=iters,
     )
     trainer.sampled_at, trainer.logp_checks = [], []
     trainer.train()
@@ -179,7 +183,7 @@ def test_temperature_reaches_generation_and_the_log_probs(tmp_path, steps_per_ge
     assert len(temps) == 4  # one generate call per round
     # one warm-up round at T0, one more at T0 while it measures, then cooler each round
     assert temps[:2] == [1.0, 1.0] and temps[3] < temps[2] < 1.0
-    calls_per_round = steps_per_generation + (1 if steps_per_generation > 1 else 0)
+    calls_per_round = micro + (1 if accum % micro else 0)  # loss passes + TRL's old log-probs
     assert len(trainer.logp_checks) == 4 * calls_per_round
     for t, err in trainer.logp_checks:
         assert err < 1e-4, f"log-probs at T={t} are off by {err}"

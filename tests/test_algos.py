@@ -5,7 +5,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e3rl.algos import aggregate, group_advantages, kl_penalty, ppo_clip_loss
+from e3rl.algos import (
+    ADVANTAGES,
+    aggregate,
+    group_advantages,
+    kl_penalty,
+    ppo_clip_loss,
+    register_advantage,
+)
 
 
 def test_grpo_ragged_groups_by_hand():
@@ -111,3 +118,9 @@ def test_micro_batches_add_up_to_the_minibatch_loss():
             for i in range(0, 6, 2)
         )
         assert float(parts) == pytest.approx(float(whole), rel=1e-6)
+
+
+def test_an_advantage_name_cannot_be_registered_twice():
+    with pytest.raises(ValueError, match="'grpo' is already registered"):
+        register_advantage("grpo")(lambda rewards, group_ids, eps: rewards)
+    assert ADVANTAGES["grpo"].__name__ == "grpo_advantage"

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import DATA_E3
 from e3rl.config import TaskConfig
-from e3rl.data import DataError, encode_prompts, load_file, load_source
+from e3rl.data import DataError, encode_prompts, load_file, load_source, parse_source
 
 
 def _write(tmp_path, name, text):
@@ -100,3 +100,27 @@ def test_paper_data_loads_as_is():
     allp = load_file(DATA_E3 / "all_data.parquet")
     assert len(allp) + len(allp.skipped) == 15888 and "level" in allp[0].meta
     assert test[0].meta["data_source"] == "aime"
+
+
+def test_a_slice_keeps_the_skipped_records(tmp_path):
+    # data.train_limit / val_limit slice the prompt set: the skipped records must still be told
+    text = "\n".join(
+        json.dumps(r)
+        for r in [{"prompt": "a", "answer": ""}]
+        + [{"prompt": f"{k}+1?", "answer": str(k + 1)} for k in range(3)]
+    )
+    prompts = load_file(_write(tmp_path, "p.jsonl", text))
+    head = prompts[:2]
+    assert [p.answer for p in head] == ["1", "2"]
+    assert head.skipped == prompts.skipped and len(head.skipped) == 1
+    assert prompts[0].answer == "1"
+
+
+def test_parse_source_tells_task_splits_from_files(tmp_path, monkeypatch):
+    assert parse_source("arith:train") == ("arith", "train")
+    assert parse_source("arith:val") == ("arith", "val")
+    assert parse_source("data/train.jsonl") is None
+    assert parse_source("nosuchtask:train") is None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "arith:train").write_text("")  # an existing file wins over the task name
+    assert parse_source("arith:train") is None

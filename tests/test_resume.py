@@ -267,3 +267,36 @@ def test_a_fresh_run_never_appends_to_an_earlier_one(tmp_path):
     (tmp_path / "run-2").mkdir()
     (tmp_path / "run-2" / "summary.json").write_text("{}")
     assert _free_dir(run) == tmp_path / "run-3"
+
+
+def _to_pre_control_layout(state: dict) -> dict:
+    """A checkpoint payload as e3rl wrote it before e3rl.control: the tracker, the allocator's
+    rng and the temperature controller kept apart, the length-bias warning in the run state."""
+    control = state.pop("control")
+    state["tracker"] = control["tracker"]
+    state["alloc_rng"] = control["rng"]
+    state["controller"] = control["controller"]
+    state["state"]["length_bias_warned"] = control["length_bias_skipped"] > 0
+    assert control["steps"] == state["state"]["step"] and control["epoch"] == state["epoch"]
+    return state
+
+
+def test_a_checkpoint_of_the_pre_control_layout_resumes_bit_identically(tmp_path, straight):
+    run = tmp_path / "old-layout"
+    assert _run(run, kill_at="checkpoint-renamed:4", resume=False) == -9
+    path = run / ckpt.CKPT_DIR / "step-000004" / "state.json"
+    path.write_text(json.dumps(_to_pre_control_layout(json.loads(path.read_text()))))
+    assert _run(run) == 0
+    _assert_same_run(run, straight, "resumed from a pre-control checkpoint")
+
+
+def test_a_control_state_of_another_format_is_refused_saying_so(tmp_path):
+    run = tmp_path / "new-format"
+    assert _run(run, kill_at="checkpoint-renamed:2", resume=False) == -9
+    path = run / ckpt.CKPT_DIR / "step-000002" / "state.json"
+    state = json.loads(path.read_text())
+    state["control"]["format"] = 99
+    path.write_text(json.dumps(state))
+    res = run_cli("train", *ARGS, f"trainer.output_dir={run}", "--resume")
+    assert res.returncode != 0
+    assert "format 99" in res.stderr and "checkpoint format changed" in res.stderr

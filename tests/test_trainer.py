@@ -96,3 +96,19 @@ def test_other_allocators_run_and_keep_the_budget(tmp_path, allocator):
     for r in _rows(tmp_path):
         assert r["rollouts"] == 16
         assert sum(int(k) * v for k, v in r["alloc_hist"].items()) == 16
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_log_samples_prints_that_many_responses_per_validation(tmp_path, n, monkeypatch):
+    import e3rl.trainer as trainer_module
+
+    printed = []
+    monkeypatch.setattr(
+        trainer_module.RunLogger, "sample", lambda self, step, text: printed.append(step)
+    )
+    overrides = [*TINY, "trainer.total_steps=2", "trainer.eval_every=1", "data.val_limit=5"]
+    cfg = load_config(
+        None, [*overrides, f"trainer.log_samples={n}", f"trainer.output_dir={tmp_path}"]
+    )
+    train(cfg, quiet=True)
+    assert printed == [1] * n + [2] * n

@@ -2,7 +2,8 @@
 
 Groups have different sizes (the rollout budget differs per prompt), so nothing here reshapes
 rewards to [num_prompts, n]: groups are given by a per-sample group id and reduced with scatter
-operations. Estimators are chosen by name through small registries, as in verl's core_algos.
+operations. Advantage estimators are chosen by name through a small registry, as in verl's
+core_algos.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ ADVANTAGES: dict[str, AdvantageFn] = {}
 
 
 def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Registers an advantage estimator under ``name``; a name taken twice is an error (a
+    silent overwrite would change every run that names it)."""
+
     def deco(fn: AdvantageFn) -> AdvantageFn:
+        if name in ADVANTAGES:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
         ADVANTAGES[name] = fn
         return fn
 
@@ -152,9 +158,6 @@ def ppo_clip_loss(
         clipped = torch.where(neg & (loss > capped), torch.ones_like(clipped), clipped)
         loss = torch.where(neg, capped, loss)
     return loss, clipped
-
-
-POLICY_LOSSES = {"ppo": ppo_clip_loss}
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:

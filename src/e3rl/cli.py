@@ -9,14 +9,7 @@ import sys
 from pathlib import Path
 
 from e3rl.config import ConfigError
-
-
-def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
-    """The one argument without '=' is the config file; the others are overrides."""
-    files = [a for a in items if "=" not in a]
-    if len(files) > 1:
-        raise ConfigError(f"expected at most one config file, got {files}; overrides are key=value")
-    return (files[0] if files else None), [a for a in items if "=" in a]
+from e3rl.config_io import split_config_args
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -209,6 +209,14 @@ def config_from_dict(data: dict) -> Config:
     return _build(Config, data, "").validate()
 
 
+def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
+    """The one argument without '=' is the config file; the others are overrides."""
+    files = [a for a in items if "=" not in a]
+    if len(files) > 1:
+        raise ConfigError(f"expected at most one config file, got {files}; overrides are key=value")
+    return (files[0] if files else None), [a for a in items if "=" in a]
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Reads a YAML file (or starts from the defaults), applies `key=value` overrides, validates."""
     data = read_yaml(path) if path is not None else {}

@@ -37,6 +37,12 @@ class PromptSet(list):
         super().__init__(prompts)
         self.skipped = list(skipped or [])
 
+    def __getitem__(self, index):
+        # A slice (data.train_limit / val_limit) keeps the skipped records, so they are reported.
+        if isinstance(index, slice):
+            return PromptSet(super().__getitem__(index), self.skipped)
+        return super().__getitem__(index)
+
 
 @dataclass
 class Prompt:
@@ -239,10 +245,20 @@ def task_prompts(task: TaskConfig, split: str) -> PromptSet:
     return PromptSet(out)
 
 
-def load_source(source: str, task: TaskConfig) -> PromptSet:
-    """A file path, or 'TASK:SPLIT' for a built-in task (e.g. 'arith:train')."""
+def parse_source(source: str) -> tuple[str, str] | None:
+    """``(task, split)`` when ``source`` names a built-in task's split ('arith:train'), None for
+    a file (an existing path wins over a task name: 'arith:train' may be a file)."""
     name, sep, split = source.partition(":")
     if sep and name in TASKS and not Path(source).exists():
+        return name, split
+    return None
+
+
+def load_source(source: str, task: TaskConfig) -> PromptSet:
+    """A file path, or 'TASK:SPLIT' for a built-in task (e.g. 'arith:train')."""
+    parsed = parse_source(source)
+    if parsed is not None:
+        name, split = parsed
         if name != task.name:
             task = TaskConfig(**{**task.__dict__, "name": name})
         return task_prompts(task, split)

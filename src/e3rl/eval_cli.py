@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from e3rl.config import ConfigError
-from e3rl.config_io import load_config
+from e3rl.config_io import load_config, split_config_args
 
 
 def _parse_ks(text: str, n: int) -> list[int]:
@@ -26,14 +26,10 @@ def _parse_ks(text: str, n: int) -> list[int]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from e3rl.cli import split_config_args
     from e3rl.data import encode_prompts, load_source
     from e3rl.evaluate import evaluate
     from e3rl.models import load_policy, load_pretrained, resolve_path
-    from e3rl.precision import compute_dtype
-    from e3rl.rewards import RewardRunner, resolve_reward
-    from e3rl.rewards.runner import needs_isolation
-    from e3rl.rollout.hf import HFEngine
+    from e3rl.runtime import make_engine, make_reward, resolve_device
 
     config, overrides = split_config_args(args.args)
     cfg = load_config(args.config or config, overrides)
@@ -52,7 +48,7 @@ def run_eval(args: argparse.Namespace) -> int:
         # A model directory gets its eval.json; a file (e.g. a .gguf inside site-packages) does not.
         default = path if path.is_dir() else Path(cfg.trainer.output_dir) / f"eval-{path.stem}"
         out_dir = Path(args.output_dir or default)
-    device = "cuda" if torch.cuda.is_available() and cfg.trainer.device != "cpu" else "cpu"
+    device = resolve_device(cfg.trainer.device)
     model.to(device).eval()
     prompts = load_source(args.data, cfg.task)
     if args.limit:
@@ -65,33 +61,27 @@ def run_eval(args: argparse.Namespace) -> int:
         cfg.data.system_prompt,
         source=args.data,
     )
-    task = args.data.split(":")[0] if ":" in args.data and not Path(args.data).exists() else None
-    reward_fn = resolve_reward(args.reward or cfg.reward.fn, task)
-    reward = RewardRunner(reward_fn, cfg.reward.timeout, isolate=needs_isolation(reward_fn))
-    engine = HFEngine(
-        model,
-        tok,
-        cfg.rollout.micro_batch_size,
-        torch.Generator(device=device).manual_seed(args.seed),
-        autocast_dtype=compute_dtype(cfg.model.dtype),  # as in training: bf16 over fp32 weights
-        lean_decode=cfg.rollout.lean_decode,
-    )
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True) as bar:
-        job = bar.add_task("evaluating", total=len(enc.prompts))
-        res = evaluate(
-            engine,
-            enc.prompts,
-            enc.token_ids,
-            reward,
-            args.max_new_tokens or cfg.rollout.max_new_tokens,
-            n=args.n,
-            temperature=args.temperature,
-            ks=ks,
-            success_threshold=cfg.budget.success_threshold,
-            progress=lambda k: bar.advance(job, k),
-        )
-    reward.close()
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    # The hf engine whatever rollout.engine says: eval samples through transformers only.
+    engine = make_engine(cfg, model, tok, generator, name="hf")
+    reward = make_reward(cfg, args.data, args.reward)
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            job = bar.add_task("evaluating", total=len(enc.prompts))
+            res = evaluate(
+                engine,
+                enc.prompts,
+                enc.token_ids,
+                reward,
+                args.max_new_tokens or cfg.rollout.max_new_tokens,
+                n=args.n,
+                temperature=args.temperature,
+                ks=ks,
+                success_threshold=cfg.budget.success_threshold,
+                progress=lambda k: bar.advance(job, k),
+            )
+    finally:  # an isolated reward runs in a worker process: never leave it behind
+        reward.close()
     res.update(
         {
             "model": args.model,

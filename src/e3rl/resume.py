@@ -10,6 +10,7 @@ from typing import Any
 from e3rl import checkpoint as ckpt
 from e3rl.config import Config
 from e3rl.config_io import diff_keys, to_dict
+from e3rl.control.controller import CONTROL_STATE_FORMAT
 from e3rl.models import load_pretrained
 
 # Keys that may change on resume without changing what the run computes.
@@ -81,24 +82,39 @@ def _corrupt_model(path: Path, e: Exception) -> ckpt.CheckpointError:
     )
 
 
-def restore(path, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state):
+def restore(path, optimizer, scheduler, sampler, control, batches, state):
     """Puts the training state saved in checkpoint `path` back into the run's objects."""
     saved, optim_state = ckpt.load_checkpoint(path)
     try:
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
         ckpt.set_rng_state(optim_state["rng"], sampler)
-        alloc_rng.bit_generator.state = saved["alloc_rng"]
-        tracker.load_state_dict(saved["tracker"])
-        if controller is not None and saved.get("controller"):
-            controller.load_state_dict(saved["controller"])
+        control.load_state_dict(control_state(saved))
         batches.epoch, batches.position = saved["epoch"], saved["position"]
-        state.update(saved["state"])
+        state.update({k: v for k, v in saved["state"].items() if k != "length_bias_warned"})
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
         raise ckpt.CheckpointError(
             f"checkpoint {path} is incomplete or corrupt ({type(e).__name__}: {e}); delete this "
             "checkpoint directory to resume from an older one"
         ) from None
+
+
+def control_state(saved: dict[str, Any]) -> dict[str, Any]:
+    """The E3Control state of a checkpoint's payload. Checkpoints written before e3rl.control
+    kept the tracker, the allocator's rng and the temperature controller apart: mapped here."""
+    if "control" in saved:
+        return saved["control"]
+    if "tracker" not in saved or "alloc_rng" not in saved:
+        raise KeyError("neither 'control' nor the older 'tracker' and 'alloc_rng' entries")
+    return {
+        "format": CONTROL_STATE_FORMAT,
+        "tracker": saved["tracker"],
+        "controller": saved.get("controller"),
+        "rng": saved["alloc_rng"],
+        "epoch": saved["epoch"],
+        "steps": saved["state"]["step"],
+        "length_bias_skipped": int(bool(saved["state"].get("length_bias_warned"))),
+    }
 
 
 def stopped_summary(state: dict, saved_at: int | None, run_dir: Path, t_start: float) -> dict:

@@ -20,9 +20,9 @@ import torch
 
 from e3rl import checkpoint as ckpt
 from e3rl.algos import group_advantages
-from e3rl.budget import DifficultyTracker, allocation_stats, allocator_from_config
 from e3rl.config import Config
 from e3rl.config_io import dump_yaml, to_dict
+from e3rl.control import E3Control
 from e3rl.data import Batches, DataError, EncodedPrompts, encode_prompts, load_source
 from e3rl.evaluate import evaluate
 from e3rl.guards import (
@@ -34,7 +34,6 @@ from e3rl.guards import (
 )
 from e3rl.killpoints import kill_point
 from e3rl.lora import add_lora, merged, trainable_parameters
-from e3rl.metrics import group_outcome_fractions
 from e3rl.models import load_policy
 from e3rl.optim import implementation_of, make_optimizer, set_implementation
 from e3rl.precision import compute_dtype
@@ -47,20 +46,11 @@ from e3rl.resume import (
     restore,
     stopped_summary,
 )
-from e3rl.rewards import RewardRunner, resolve_reward
-from e3rl.rewards.length_bias import length_biased_rewards
-from e3rl.rewards.runner import needs_isolation
 from e3rl.rollout.base import closing_engine
-from e3rl.rollout.hf import HFEngine
 from e3rl.runlog import RunLogger
-from e3rl.temperature import EntropyTemperatureController, masked_mean
+from e3rl.runtime import make_engine, make_reward, resolve_device
+from e3rl.tensors import masked_mean
 from e3rl.update import policy_update, reference_logprobs
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _seed_all(seed: int) -> None:
@@ -85,11 +75,35 @@ def _make_scheduler(optimizer, cfg: Config):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _make_controller(cfg: Config, vocab_size: int) -> EntropyTemperatureController | None:
-    if cfg.rollout.temperature_control != "entropy":
-        return None
-    return EntropyTemperatureController.from_config(
-        cfg.temperature, cfg.rollout.temperature, vocab_size, cfg.trainer.total_steps
+# The metrics of E3Control.observe that a step's row logs, in the row's order.
+_CONTROL_ROW_KEYS = (
+    "reward_mean",
+    "accuracy",
+    "frac_all_correct",
+    "frac_all_wrong",
+    "frac_mixed",
+    "frac_rollouts_all_correct",
+    "frac_rollouts_all_wrong",
+    "frac_rollouts_mixed",
+    "alloc_min",
+    "alloc_mean",
+    "alloc_max",
+    "alloc_hist",
+)
+
+
+def make_control(cfg: Config, vocab_size: int) -> E3Control:
+    """The method's state for this run: tracker, allocator, temperature controller, length bias."""
+    entropy = cfg.rollout.temperature_control == "entropy"
+    return E3Control.from_config(
+        cfg.budget,
+        cfg.reward.length_bias,
+        cfg.rollout.n,
+        cfg.rollout.temperature,
+        vocab_size,
+        cfg.trainer.total_steps,
+        cfg.trainer.seed,
+        cfg.temperature if entropy else None,
     )
 
 
@@ -145,7 +159,7 @@ def validate(engine, val, reward, cfg: Config) -> dict[str, Any]:
     )
     out = {"val_accuracy": res["greedy_accuracy"]}
     out.update({f"val_pass@{k}": v for k, v in res.get("pass_at_k", {}).items()})
-    out["_sample"] = res["items"][0]["response"] if res["items"] else ""
+    out["_samples"] = [item["response"] for item in res["items"][: cfg.trainer.log_samples]]
     return out
 
 
@@ -176,7 +190,7 @@ def train(
     dump_yaml(cfg, run_dir / "config.yaml")
 
     # ---- model, data, reward
-    device = _device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.device)
     amp = compute_dtype(cfg.model.dtype)  # weights stay float32; forward passes autocast to amp
     lora = cfg.model.lora
     if latest is not None and not lora.r:  # the checkpoint holds the weights and the tokenizer
@@ -189,9 +203,7 @@ def train(
             )
     model.to(device)
     train_set, val_set = load_data(cfg, tokenizer, log)
-    task_name = cfg.data.train.split(":")[0] if ":" in cfg.data.train else None
-    reward_fn = resolve_reward(cfg.reward.fn, task_name)
-    reward = RewardRunner(reward_fn, cfg.reward.timeout, isolate=needs_isolation(reward_fn))
+    reward = make_reward(cfg, cfg.data.train)
     # The KL reference is the initial policy: with LoRA, the same model with its adapters off.
     ref_model = (
         copy.deepcopy(model).eval().requires_grad_(False)
@@ -201,26 +213,9 @@ def train(
 
     # ---- the method's controllers
     sampler = torch.Generator().manual_seed(cfg.trainer.seed)
-    if cfg.rollout.engine == "vllm":  # optional extra: imported only when chosen
-        from e3rl.rollout.vllm import VLLMEngine
-
-        engine = VLLMEngine.from_config(cfg, model, tokenizer, sampler)
-    else:
-        engine = HFEngine(
-            model,
-            tokenizer,
-            cfg.rollout.micro_batch_size,
-            sampler,
-            autocast_dtype=amp,
-            lean_decode=cfg.rollout.lean_decode,
-        )
-    tracker = DifficultyTracker(
-        cfg.budget.success_threshold, cfg.budget.decay, cfg.budget.rank_refresh
-    )
-    tracker.register([p.id for p in train_set.prompts])
-    allocator = allocator_from_config(cfg.budget, cfg.rollout.n)
-    alloc_rng = np.random.default_rng(cfg.trainer.seed)
-    controller = _make_controller(cfg, len(tokenizer))
+    engine = make_engine(cfg, model, tokenizer, sampler)
+    control = make_control(cfg, len(tokenizer))
+    control.register([p.id for p in train_set.prompts])
     optimizer = make_optimizer(
         trainable_parameters(model),  # with LoRA only the adapters
         lr=cfg.optim.lr,
@@ -239,14 +234,11 @@ def train(
         "cum_rollouts": 0,
         "cum_tokens": 0,
         "base_val_accuracy": None,
-        "length_bias_warned": False,
     }
 
     if latest is not None:
         impl = implementation_of(optimizer)
-        restore(
-            latest, optimizer, scheduler, sampler, alloc_rng, tracker, controller, batches, state
-        )
+        restore(latest, optimizer, scheduler, sampler, control, batches, state)
         # load_state_dict takes fused/foreach from the checkpoint: keep what this machine chose.
         set_implementation(optimizer, impl)
     if resume:  # rows past the checkpoint (all rows, without one) come again: drop them
@@ -283,9 +275,7 @@ def train(
                 "state": state,
                 "epoch": batches.epoch,
                 "position": batches.position,
-                "tracker": tracker.state_dict(),
-                "alloc_rng": alloc_rng.bit_generator.state,
-                "controller": controller.state_dict() if controller else None,
+                "control": control.state_dict(),
                 "config": to_dict(cfg),
             },
             keep=cfg.trainer.keep_checkpoints,
@@ -314,14 +304,11 @@ def train(
         for step in range(state["step"] + 1, total + 1):
             timer = {}
             # ---- 1. prompts and their rollout counts
-            idx, new_epoch = batches.next()
-            if new_epoch:
-                tracker.end_epoch()
+            idx, _ = batches.next()
+            control.set_epoch(batches.epoch)
             prompts = [train_set.prompts[i] for i in idx]
-            ids = [p.id for p in prompts]
-            ranks = tracker.ranks(ids)  # before this step's results: what the allocator saw
-            counts = allocator.allocate(ids, budget, tracker, batches.epoch, step, alloc_rng)
-            temperature = controller.temperature if controller else cfg.rollout.temperature
+            plan = control.plan([p.id for p in prompts], budget)
+            counts, temperature = plan.counts, plan.temperature
 
             # ---- 2. rollouts
             t0 = time.perf_counter()
@@ -333,29 +320,22 @@ def train(
             )
             timer["time_generate"] = time.perf_counter() - t0
 
-            # ---- 3. rewards (raw ones feed the tracker; shaped ones feed the advantages)
+            # ---- 3. rewards; the control learns from the raw ones and from the entropy (the
+            # next step's temperature), the shaped ones feed the advantages
             t0 = time.perf_counter()
             reward.reset_counts()
             owner = r.prompt_index.tolist()
             raw = reward(
                 r.texts, [prompts[i].answer for i in owner], [prompts[i].meta for i in owner]
             )
-            shaped = raw
-            if cfg.reward.length_bias.mu > 0:
-                if tracker.num_seen == 0:
-                    if not state["length_bias_warned"]:
-                        log.info("length bias: no difficulty history yet, not applied this step")
-                        state["length_bias_warned"] = True
-                else:
-                    shaped = length_biased_rewards(
-                        raw,
-                        r.response_lengths.tolist(),
-                        [float(ranks[i]) for i in owner],
-                        cfg.reward.length_bias.mu,
-                        cfg.reward.length_bias.threshold,
-                        cfg.budget.success_threshold,
-                    )
-            tracker.update([ids[i] for i in owner], raw)
+            shaped, method = control.observe(
+                [plan.prompt_ids[i] for i in owner],
+                raw,
+                r.response_lengths.tolist(),
+                masked_mean(r.entropy, r.response_mask),
+            )
+            for notice in control.notices():
+                log.info(notice)
             timer["time_reward"] = time.perf_counter() - t0
 
             # ---- 4. policy update at the sampling temperature (skipped if not finite)
@@ -384,17 +364,10 @@ def train(
             _advance_schedule(scheduler)
             timer["time_update"] = time.perf_counter() - t0
 
-            # ---- 5. temperature control on the token-weighted entropy of this step's samples
-            entropy = masked_mean(r.entropy, r.response_mask)
-            target = controller.target_entropy if controller else None
-            if controller is not None:
-                controller.update(entropy)
-
-            # ---- 6. metrics, validation, checkpoint
+            # ---- 5. metrics, validation, checkpoint
             state["step"] = step
             state["cum_rollouts"] += len(r)
             state["cum_tokens"] += r.num_tokens
-            alloc = allocation_stats(counts)
             row = {
                 "step": step,
                 "epoch": batches.epoch,
@@ -402,19 +375,13 @@ def train(
                 "tokens": r.num_tokens,
                 "cum_rollouts": state["cum_rollouts"],
                 "cum_tokens": state["cum_tokens"],
-                "reward_mean": float(np.mean(shaped)),
-                "accuracy": float(np.mean([x >= cfg.budget.success_threshold for x in raw])),
-                **group_outcome_fractions(raw, owner, cfg.budget.success_threshold),
-                "alloc_min": alloc["min"],
-                "alloc_mean": alloc["mean"],
-                "alloc_max": alloc["max"],
-                "alloc_hist": {str(k): v for k, v in alloc["hist"].items()},
+                **{k: method[k] for k in _CONTROL_ROW_KEYS},
                 "alloc_by_level": _mean_count_by_level(counts, prompts),
-                "entropy": entropy,
+                "entropy": method["entropy"],
                 "entropy_t1": masked_mean(r.entropy_t1, r.response_mask),
-                "temperature": temperature,
-                "target_entropy": target,
-                "next_temperature": controller.temperature if controller else temperature,
+                "temperature": method["temperature"],
+                "target_entropy": method["target_entropy"],
+                "next_temperature": method["next_temperature"],
                 "response_length": float(r.response_lengths.float().mean()),
                 "truncated_frac": float(r.truncated.float().mean()),
                 "reward_errors": reward.errors,
@@ -431,7 +398,8 @@ def train(
             ):
                 v = validate(engine, val_set, reward, cfg)
                 kill_point("validation", step)
-                log.sample(step, v.pop("_sample"))
+                for text in v.pop("_samples"):
+                    log.sample(step, text)
                 row.update(v)
             log.step(row)
             # A bad step is never checkpointed: the newest checkpoint stays from before the

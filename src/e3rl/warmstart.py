@@ -25,6 +25,7 @@ from rich.progress import track
 
 from e3rl.config import ModelConfig, TaskConfig
 from e3rl.tasks import TASKS
+from e3rl.tiny import build_tiny_model, train_tokenizer
 
 FORMAT_VERSION = 3  # bump when the task format or the warm start changes meaning
 
@@ -105,8 +106,6 @@ def supervised_warm_start(
 def tiny_base_model(cfg: ModelConfig, task: TaskConfig, seed: int):
     """(model, tokenizer): from the cache if this exact base was built before, else built now."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from e3rl.models import build_tiny_model, train_tokenizer
 
     target = cache_dir() / "base" / f"{task.name}-{_key(cfg, task, seed)}"
     if (target / "config.json").is_file():

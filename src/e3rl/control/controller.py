@@ -179,21 +179,31 @@ class E3Control:
         return shaped, metrics
 
     def observe_rewards(
-        self, prompt_ids: Sequence[str], rewards: Sequence[float], lengths: Sequence[int]
+        self,
+        prompt_ids: Sequence[str],
+        rewards: Sequence[float],
+        lengths: Sequence[int],
+        ranks: Sequence[float] | None = None,
     ) -> tuple[list[float], dict[str, Any]]:
         """Record the step's rollouts (one entry each: its prompt's id, raw reward, response
         length in tokens); return the shaped rewards and metrics.
 
-        The tracker learns from the raw rewards; the length bias uses the ranks of the last
-        :meth:`plan`. It is skipped (and said once, see :meth:`notices`) while the tracker has
-        seen nothing, since every rank is then arbitrary.
+        The tracker learns from the raw rewards; the length bias uses each prompt's rank at
+        planning time: those of the last :meth:`plan`, or ``ranks`` (one per rollout) for a
+        trainer that planned its batch in several parts. The bias is skipped (and said once, see
+        :meth:`notices`) while the tracker has seen nothing, since every rank is then arbitrary.
         """
-        if self._plan is None:
-            raise RuntimeError("observe_rewards() before plan(): plan the step first")
         ids = [str(p) for p in prompt_ids]
-        missing = sorted({p for p in ids if p not in self._rank_of})
-        if missing:
-            raise KeyError(f"prompt ids {missing[:5]} were not in this step's plan")
+        if ranks is None:
+            missing = sorted({p for p in ids if p not in self._rank_of})
+            if missing:
+                raise KeyError(f"prompt ids {missing[:5]} were not in this step's plan")
+            ranks = [self._rank_of[p] for p in ids]
+        if not len(ids) == len(rewards) == len(lengths) == len(ranks):
+            raise ValueError(
+                f"one entry per rollout expected: {len(ids)} prompt ids, {len(rewards)} "
+                f"rewards, {len(lengths)} lengths, {len(ranks)} ranks"
+            )
         raw = [float(r) for r in rewards]
         shaped = raw
         if self.length_bias_mu > 0:
@@ -205,7 +215,7 @@ class E3Control:
                 shaped = length_biased_rewards(
                     raw,
                     [int(x) for x in lengths],
-                    [self._rank_of[p] for p in ids],
+                    [float(x) for x in ranks],
                     self.length_bias_mu,
                     self.length_bias_threshold,
                     self.success_threshold,

@@ -1,7 +1,7 @@
-"""The driver-side state of e3rl inside verl: tracker, allocator, temperature controller.
+"""The driver-side state of e3rl inside verl: a thin adapter over :class:`e3rl.control.E3Control`.
 
-Framework-free on purpose (numpy + torch + e3rl only): verl's trainer calls it once per step at
-three points, and it can be tested without verl.
+Framework-free on purpose (numpy + e3rl only): verl's trainer calls it once per step at three
+points, and it can be tested without verl.
 
 1. :meth:`E3rlControl.allocate` -- before generation: per-prompt rollout counts (verl's
    ``__rollout_n__``) and the temperature every sample of the step is generated with.
@@ -9,6 +9,9 @@ three points, and it can be tested without verl.
    raw rewards and return the length-biased rewards that feed the advantages.
 3. :meth:`E3rlControl.end_step` -- after the update: feed the step's token-weighted entropy to the
    temperature controller; the new temperature is used by the next step.
+
+The method itself (and its metrics, here under ``e3rl/``) is E3Control's, shared with ``e3rl
+train``; this module only maps verl's names onto it.
 
 Settings come from the ``e3rl`` section of the verl config and are validated by e3rl's own config
 dataclasses, so field names, defaults and error messages are those of ``e3rl train``.
@@ -23,12 +26,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
-
-from e3rl.budget import DifficultyTracker, allocation_stats, allocator_from_config
-from e3rl.config import BudgetConfig, ConfigError, LengthBiasConfig, TemperatureConfig
-from e3rl.rewards.length_bias import length_biased_rewards
-from e3rl.temperature import EntropyTemperatureController
+from e3rl.config import (
+    BudgetConfig,
+    ConfigError,
+    LengthBiasConfig,
+    TemperatureConfig,
+    check_method,
+)
+from e3rl.control import E3Control
+from e3rl.control.controller import CONTROL_STATE_FORMAT
 
 __all__ = ["E3rlControl", "E3rlSettings", "Allocation", "prompt_id_of"]
 
@@ -109,19 +115,33 @@ class Allocation:
     temperature: float
 
 
-def _check_n_against_budget(settings: E3rlSettings, n: int) -> None:
-    b = settings.budget
-    if b.allocator == "rank" and not b.n_low <= n <= b.n_high:
-        raise ConfigError(
-            f"actor_rollout_ref.rollout.n={n} is invalid: expected within "
-            f"[e3rl.budget.n_low, e3rl.budget.n_high] = [{b.n_low}, {b.n_high}] for the rank allocator"
-        )
-    if b.allocator == "value" and not b.n_min <= n <= b.n_max:
-        raise ConfigError(
-            f"actor_rollout_ref.rollout.n={n} is invalid: expected within "
-            f"[e3rl.budget.n_min, e3rl.budget.n_max] = [{b.n_min}, {b.n_max}] so that the step "
-            "budget n * prompts is feasible"
-        )
+# E3Control's metric names -> the names this adapter has always logged (the rest: e3rl/<name>).
+_VERL_NAMES = {
+    "frac_all_correct": "e3rl/groups/all_correct_frac",
+    "frac_all_wrong": "e3rl/groups/all_wrong_frac",
+    "frac_mixed": "e3rl/groups/mixed_frac",
+    "frac_rollouts_all_correct": "e3rl/groups/rollouts_all_correct_frac",
+    "frac_rollouts_all_wrong": "e3rl/groups/rollouts_all_wrong_frac",
+    "frac_rollouts_mixed": "e3rl/groups/rollouts_mixed_frac",
+    "alloc_min": "e3rl/alloc/min",
+    "alloc_mean": "e3rl/alloc/mean",
+    "alloc_max": "e3rl/alloc/max",
+    "reward_raw_mean": "e3rl/reward/raw_mean",
+    "reward_mean": "e3rl/reward/shaped_mean",
+    "length_bias_changed": "e3rl/length_bias/changed",
+    "tracker_seen": "e3rl/tracker/seen",
+}
+
+
+def verl_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """E3Control's metrics as verl logs them: prefixed names, floats only (None -> NaN, the
+    allocation histogram left out)."""
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, Mapping):
+            continue
+        out[_VERL_NAMES.get(name, f"e3rl/{name}")] = math.nan if value is None else float(value)
+    return out
 
 
 class E3rlControl:
@@ -141,60 +161,76 @@ class E3rlControl:
         vocab_size: int,
         total_steps: int,
     ) -> None:
-        _check_n_against_budget(settings, n)
-        if settings.temperature.anneal and settings.temperature_control != "entropy":
-            raise ConfigError(
-                "e3rl.temperature.anneal=true needs e3rl.temperature_control=entropy "
-                "(annealing moves the entropy target of the controller)"
-            )
+        check_method(
+            settings.budget,
+            n,
+            settings.temperature_control,
+            settings.temperature,
+            n_key="actor_rollout_ref.rollout.n",
+            prefix="e3rl.",
+            control_key="e3rl.temperature_control",
+        )
         self.settings = settings
         self.n = int(n)
-        b = settings.budget
-        self.tracker = DifficultyTracker(
-            success_threshold=b.success_threshold,
-            decay=b.decay,
-            rank_refresh=b.rank_refresh,
-            unseen="hardest",
+        entropy = settings.temperature_control == "entropy"
+        self.control = E3Control.from_config(
+            settings.budget,
+            settings.length_bias,
+            self.n,
+            initial_temperature,
+            vocab_size,
+            total_steps,
+            settings.seed,
+            settings.temperature if entropy else None,
         )
-        self.allocator = allocator_from_config(b, self.n)
-        self.rng = np.random.default_rng(settings.seed)
-        self.fixed_temperature = float(initial_temperature)
-        self.controller: EntropyTemperatureController | None = None
-        if settings.temperature_control == "entropy":
-            self.controller = EntropyTemperatureController.from_config(
-                settings.temperature, initial_temperature, vocab_size, total_steps
-            )
-        self.epoch = 0
-        self.step = 0
-        self.length_bias_skipped = 0
+
+    # The control's parts, under the names this adapter has always had.
+    @property
+    def tracker(self):
+        return self.control.tracker
+
+    @property
+    def allocator(self):
+        return self.control.allocator
+
+    @property
+    def controller(self):
+        return self.control.controller
+
+    @property
+    def step(self) -> int:
+        """Steps completed (the next allocation is step ``step + 1``)."""
+        return self.control.steps
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.control.steps = int(value)
+
+    @property
+    def epoch(self) -> int:
+        return self.control.epoch
+
+    @property
+    def length_bias_skipped(self) -> int:
+        return self.control.length_bias_skipped
 
     @property
     def temperature(self) -> float:
         """The temperature of the next step's generation and of its log-probabilities."""
-        return self.controller.temperature if self.controller else self.fixed_temperature
+        return self.control.temperature
 
     def register(self, prompt_ids: Sequence[str]) -> None:
         """Make the whole training set known, so that ranks are positions among all prompts."""
-        self.tracker.register(prompt_ids)
+        self.control.register(prompt_ids)
 
     def set_epoch(self, epoch: int) -> None:
         """Advance to ``epoch`` (0-based), closing the finished epochs in the tracker."""
-        while self.epoch < epoch:
-            self.tracker.end_epoch()
-            self.epoch += 1
+        self.control.set_epoch(epoch)
 
     def allocate(self, prompt_ids: Sequence[str]) -> Allocation:
         """Counts for one batch of prompts; ``sum(counts) == n * len(prompt_ids)`` always."""
-        ids = [str(p) for p in prompt_ids]
-        self.tracker.register(ids)
-        ranks = self.tracker.ranks(ids).tolist()
-        budget = self.n * len(ids)
-        counts = self.allocator.allocate(ids, budget, self.tracker, self.epoch, self.step, self.rng)
-        if sum(counts) != budget:  # the allocators guarantee it; verl's mini-batches rely on it
-            raise RuntimeError(
-                f"allocator returned {sum(counts)} rollouts for a budget of {budget}"
-            )
-        return Allocation(ids, [int(c) for c in counts], ranks, self.temperature)
+        plan = self.control.plan(prompt_ids)
+        return Allocation(plan.prompt_ids, plan.counts, plan.ranks, plan.temperature)
 
     def observe(
         self,
@@ -209,79 +245,27 @@ class E3rlControl:
         before this step's results), as in ``e3rl train``. Length bias is skipped, and counted,
         while the tracker has seen nothing: every rank is then arbitrary.
         """
-        raw = [float(r) for r in rewards]
-        lb = self.settings.length_bias
-        shaped = raw
-        if lb.mu > 0:
-            if self.tracker.num_seen == 0:
-                self.length_bias_skipped += 1
-            else:
-                shaped = length_biased_rewards(
-                    raw, lengths, ranks, lb.mu, lb.threshold, self.settings.budget.success_threshold
-                )
-        self.tracker.update(list(prompt_ids), raw)
-        return shaped, self._group_metrics(prompt_ids, raw, shaped)
-
-    def _group_metrics(
-        self, prompt_ids: Sequence[str], raw: list[float], shaped: list[float]
-    ) -> dict[str, float]:
-        threshold = self.settings.budget.success_threshold
-        groups: dict[str, list[bool]] = {}
-        for pid, r in zip(prompt_ids, raw, strict=True):
-            groups.setdefault(pid, []).append(r >= threshold)
-        num = max(len(groups), 1)
-        correct = sum(all(g) for g in groups.values())
-        wrong = sum(not any(g) for g in groups.values())
-        sizes = [len(g) for g in groups.values()]
-        stats = allocation_stats(sizes)
-        return {
-            "e3rl/groups/all_correct_frac": correct / num,
-            "e3rl/groups/all_wrong_frac": wrong / num,
-            "e3rl/groups/mixed_frac": (len(groups) - correct - wrong) / num,
-            "e3rl/rollouts": float(len(raw)),
-            "e3rl/alloc/min": float(stats["min"]),
-            "e3rl/alloc/mean": float(stats["mean"]),
-            "e3rl/alloc/max": float(stats["max"]),
-            "e3rl/reward/raw_mean": float(np.mean(raw)) if raw else math.nan,
-            "e3rl/reward/shaped_mean": float(np.mean(shaped)) if shaped else math.nan,
-            "e3rl/length_bias/changed": float(
-                sum(a != b for a, b in zip(raw, shaped, strict=True))
-            ),
-            "e3rl/tracker/seen": float(self.tracker.num_seen),
-        }
+        shaped, metrics = self.control.observe_rewards(prompt_ids, rewards, lengths, ranks)
+        self.control.notices()  # verl has no run log here; the skips are counted instead
+        return shaped, verl_metrics(metrics)
 
     def end_step(self, entropy: float) -> dict[str, float]:
         """Feed the step's token-weighted entropy to the controller; return the step's metrics."""
-        used = self.temperature
-        target = self.controller.target_entropy if self.controller else None
-        if self.controller is not None:
-            self.controller.update(entropy)
-        self.step += 1
-        return {
-            "e3rl/entropy": float(entropy),
-            "e3rl/temperature": used,
-            "e3rl/next_temperature": self.temperature,
-            "e3rl/target_entropy": math.nan if target is None else float(target),
-            "e3rl/temperature_invalid_entropies": float(
-                self.controller.num_invalid if self.controller else 0
-            ),
-        }
+        return verl_metrics(self.control.observe_entropy(float(entropy)))
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state, saved next to verl's checkpoint of the same step."""
-        return {
-            "tracker": self.tracker.state_dict(),
-            "controller": self.controller.state_dict() if self.controller else None,
-            "rng": self.rng.bit_generator.state,
-            "epoch": self.epoch,
-            "step": self.step,
-            "length_bias_skipped": self.length_bias_skipped,
-        }
+        return self.control.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.tracker.load_state_dict(state["tracker"])
-        if self.controller is not None and state.get("controller") is not None:
-            self.controller.load_state_dict(state["controller"])
-        self.rng.bit_generator.state = state["rng"]
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.length_bias_skipped = int(state.get("length_bias_skipped", 0))
+        if "format" not in state:  # written before e3rl.control: the same parts, other names
+            state = {
+                "format": CONTROL_STATE_FORMAT,
+                "tracker": state["tracker"],
+                "controller": state.get("controller"),
+                "rng": state["rng"],
+                "epoch": state["epoch"],
+                "steps": state["step"],
+                "length_bias_skipped": state.get("length_bias_skipped", 0),
+            }
+        self.control.load_state_dict(state)

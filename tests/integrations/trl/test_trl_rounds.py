@@ -14,7 +14,6 @@ from e3rl.integrations.trl.rounds import (
     Round,
     advantage_mode,
     expand_rows,
-    metric_names,
     ragged_advantages,
     sampler_groups,
     zero_std_fraction,
@@ -84,22 +83,6 @@ def test_advantage_mode_of_scale_rewards():
     assert advantage_mode("none") == "drgrpo" and advantage_mode(False) == "drgrpo"
     with pytest.raises(ConfigError, match="scale_rewards='batch' is invalid"):
         advantage_mode("batch")
-
-
-def test_metric_names_are_the_verl_adapters():
-    out = metric_names(
-        {
-            "frac_all_correct": 0.25,
-            "alloc_max": 9,
-            "alloc_hist": {"3": 1},
-            "temperature": 0.9,
-            "target_entropy": None,
-        }
-    )
-    assert out["e3rl/groups/all_correct_frac"] == 0.25
-    assert out["e3rl/alloc/max"] == 9.0 and out["e3rl/temperature"] == 0.9
-    assert math.isnan(out["e3rl/target_entropy"])
-    assert not any("hist" in k for k in out)
 
 
 def test_round_entropy_is_token_weighted():

@@ -26,7 +26,6 @@ __all__ = [
     "ragged_advantages",
     "zero_std_fraction",
     "advantage_mode",
-    "metric_names",
 ]
 
 # TRL's ``scale_rewards`` -> e3rl's advantage estimator on groups of any size
@@ -112,38 +111,6 @@ def zero_std_fraction(rewards: Sequence[float], group_ids: Sequence[int]) -> flo
         return math.nan
     flat = sum(max(v) - min(v) <= 1e-12 for v in by_group.values())
     return flat / len(by_group)
-
-
-# E3Control's canonical metric names -> the verl adapter's (docs/verl.md), so dashboards match
-_VERL_NAMES = {
-    "rollouts": "e3rl/rollouts",
-    "reward_mean": "e3rl/reward/shaped_mean",
-    "reward_raw_mean": "e3rl/reward/raw_mean",
-    "accuracy": "e3rl/accuracy",
-    "frac_all_correct": "e3rl/groups/all_correct_frac",
-    "frac_all_wrong": "e3rl/groups/all_wrong_frac",
-    "frac_mixed": "e3rl/groups/mixed_frac",
-    "frac_rollouts_all_correct": "e3rl/groups/rollouts_all_correct_frac",
-    "frac_rollouts_all_wrong": "e3rl/groups/rollouts_all_wrong_frac",
-    "frac_rollouts_mixed": "e3rl/groups/rollouts_mixed_frac",
-    "alloc_min": "e3rl/alloc/min",
-    "alloc_mean": "e3rl/alloc/mean",
-    "alloc_max": "e3rl/alloc/max",
-    "length_bias_changed": "e3rl/length_bias/changed",
-    "tracker_seen": "e3rl/tracker/seen",
-}
-
-
-def metric_names(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """E3Control's step metrics as TRL log entries: verl adapter names, floats only (a
-    histogram is dropped; ``None``, e.g. no entropy target yet, becomes NaN, which TRL's
-    ``log`` leaves out of its means)."""
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, Mapping):
-            continue
-        out[_VERL_NAMES.get(key, f"e3rl/{key}")] = math.nan if value is None else float(value)
-    return out
 
 
 @dataclass

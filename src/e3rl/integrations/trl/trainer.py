@@ -45,12 +45,11 @@ from e3rl.integrations.trl.rounds import (
     Round,
     advantage_mode,
     expand_rows,
-    metric_names,
     ragged_advantages,
     sampler_groups,
     zero_std_fraction,
 )
-from e3rl.integrations.verl.control import E3rlSettings, prompt_id_of
+from e3rl.integrations.verl.control import E3rlSettings, prompt_id_of, verl_metrics
 
 __all__ = ["E3GRPOTrainer", "STATE_FILE"]
 
@@ -209,7 +208,7 @@ class E3GRPOTrainer(GRPOTrainer):
 
     def _e3rl_log(self, metrics: Mapping[str, Any]) -> None:
         """Into TRL's metric lists (averaged at each log, so in ``state.log_history``)."""
-        for key, value in metric_names(metrics).items():
+        for key, value in verl_metrics(metrics).items():
             self._metrics["train"][key].append(value)
         for notice in self.e3rl.notices():
             logger.warning("e3rl: %s", notice)

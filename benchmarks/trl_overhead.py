@@ -13,10 +13,18 @@ train the same number of tokens every step whatever the allocation and the tempe
 e3rl arm runs everything e3rl adds: value allocator (n_min 0, n_max 16), entropy-steered
 temperature (1 warm-up round), length bias.
 
+The data set is `--distinct-prompts` prompts (16: two rounds an epoch), so prompts come back,
+the difficulty tracker has history and the value allocator really moves the budget.
+
 Both trainers run `trainer.train()` in one process, each in its own thread, and hand a baton
 to each other at every step: exactly one runs at a time, one step each, alternating. A step is
 timed from its `on_step_begin` to its `on_log` (generation, scoring, e3rl's work, the update,
 TRL's logging). The first `--warmup` steps of each are dropped; medians over the rest.
+
+On a loaded machine the difference of two step medians is mostly noise, so the e3rl arm also
+times e3rl's own work directly: every call the adapter adds (E3Control's plan / observe /
+set_epoch / register, prompt hashing, rebuilding the rows, the ragged advantages, metric
+names, log fixes, the temperature writes), summed per step.
 Writes benchmarks/results/trl_overhead.json.
 """
 
@@ -45,12 +53,13 @@ E3RL = {
 }
 
 
-def _baton(mine: threading.Semaphore, other: threading.Semaphore, times: list[float]):
+def _baton(mine: threading.Semaphore, other: threading.Semaphore, times: list[float], spent):
     from transformers import TrainerCallback
 
     class Baton(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             mine.acquire()
+            spent.append(0.0)
             self.t0 = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -59,6 +68,40 @@ def _baton(mine: threading.Semaphore, other: threading.Semaphore, times: list[fl
                 other.release()
 
     return Baton()
+
+
+def _time_e3rl_work(trainer, spent: list[float]) -> None:
+    """Wrap every piece of work the adapter adds (module functions it calls, E3Control's
+    methods, its own small methods) so that their time is summed into spent[-1]."""
+    import functools
+
+    import e3rl.integrations.trl.trainer as T
+
+    def timed(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[-1] += time.perf_counter() - t
+
+        return wrapper
+
+    for name in (
+        "sampler_groups",
+        "expand_rows",
+        "ragged_advantages",
+        "zero_std_fraction",
+        "prompt_id_of",
+        "verl_metrics",
+    ):
+        setattr(T, name, timed(getattr(T, name)))
+    control = trainer._e3rl_control()  # built now (registers the data set: timed below)
+    for name in ("plan", "observe_rewards", "observe_entropy", "set_epoch", "notices"):
+        setattr(control, name, timed(getattr(control, name)))
+    for name in ("_e3rl_set_temperature", "_e3rl_fix_trl_logs"):
+        setattr(trainer, name, timed(getattr(trainer, name)))
 
 
 def run_length(bench: S.Bench, length: int, args) -> dict:
@@ -79,6 +122,7 @@ def run_length(bench: S.Bench, length: int, args) -> dict:
         return reward
 
     times: dict[str, list[float]] = {"trl": [], "e3rl": []}
+    spent: dict[str, list[float]] = {"trl": [0.0], "e3rl": [0.0]}  # e3rl's own work per step
     sems = {"trl": threading.Semaphore(1), "e3rl": threading.Semaphore(0)}
     trainers = {}
     tmp = tempfile.mkdtemp(prefix="trl-overhead-")
@@ -106,11 +150,12 @@ def run_length(bench: S.Bench, length: int, args) -> dict:
             model=copy.deepcopy(bench.model),
             reward_funcs=reward_for(arm),
             args=cfg,
-            train_dataset=Dataset.from_dict({"prompt": bench.prompts}),
+            train_dataset=Dataset.from_dict({"prompt": bench.prompts[: args.distinct_prompts]}),
             processing_class=bench.tokenizer,
-            callbacks=[_baton(sems[arm], sems[other], times[arm])],
+            callbacks=[_baton(sems[arm], sems[other], times[arm], spent[arm])],
         )
         trainers[arm] = E3GRPOTrainer(**kw, e3rl=E3RL) if arm == "e3rl" else GRPOTrainer(**kw)
+    _time_e3rl_work(trainers["e3rl"], spent["e3rl"])
     threads = [threading.Thread(target=t.train, name=arm) for arm, t in trainers.items()]
     for t in threads:
         t.start()
@@ -120,6 +165,8 @@ def run_length(bench: S.Bench, length: int, args) -> dict:
         if any(c != batch * length for c in counts) or len(counts) != args.warmup + args.steps:
             raise RuntimeError(f"{arm} generated {counts} tokens per step, not {batch * length}")
     med = {arm: statistics.median(ts[args.warmup :]) for arm, ts in times.items()}
+    own = spent["e3rl"][1:]  # [0] collects the set-up (data set registration), before step 1
+    own_med = statistics.median(own[args.warmup :])
     e3 = trainers["e3rl"].state.log_history
     return {
         "max_new_tokens": length,
@@ -128,6 +175,10 @@ def run_length(bench: S.Bench, length: int, args) -> dict:
         "step_s": times,
         "median_step_s": med,
         "e3rl_over_trl": med["e3rl"] / med["trl"],
+        "e3rl_own_work_s": own,
+        "e3rl_setup_s": spent["e3rl"][0],
+        "median_e3rl_own_work_s": own_med,
+        "e3rl_own_work_over_trl_step": own_med / med["trl"],
         "e3rl_alloc_max": [h.get("e3rl/alloc/max") for h in e3 if "loss" in h],
         "e3rl_temperature": [h.get("e3rl/temperature") for h in e3 if "loss" in h],
     }
@@ -136,6 +187,7 @@ def run_length(bench: S.Bench, length: int, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--distinct-prompts", type=int, default=16, help="size of the data set")
     ap.add_argument("--steps", type=int, default=20, help="measured steps of each trainer")
     ap.add_argument("--warmup", type=int, default=3, help="steps of each dropped first")
     ap.add_argument("--threads", type=int, default=1)
@@ -156,6 +208,7 @@ def main() -> None:
         "warmup_steps": args.warmup,
         "alternation": "one plain GRPOTrainer step, then one E3GRPOTrainer step, repeated",
         "results": results,
+        "distinct_prompts": args.distinct_prompts,
         "note": "measured on a shared 2-core machine while other jobs ran: noisy",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +217,8 @@ def main() -> None:
         m = res["median_step_s"]
         print(
             f"{length:>4} new tokens: TRL {m['trl']:.3f} s/step, TRL+e3rl {m['e3rl']:.3f} s/step, "
-            f"ratio {res['e3rl_over_trl']:.3f}"
+            f"ratio {res['e3rl_over_trl']:.3f}; e3rl's own work {res['median_e3rl_own_work_s'] * 1e3:.1f} "
+            f"ms/step = {res['e3rl_own_work_over_trl_step'] * 100:.2f} % of a TRL step"
         )
     print(f"wrote {args.out}")
 

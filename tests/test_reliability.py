@@ -183,6 +183,7 @@ def test_a_nan_loss_skips_the_update_and_leaves_weights_untouched(tiny):
     from e3rl.algos import group_advantages
     from e3rl.config import AlgoConfig
     from e3rl.rollout.hf import HFEngine
+    from e3rl.train.testing import nan_losses
     from e3rl.update import policy_update
 
     model, tok, problems = tiny
@@ -198,7 +199,8 @@ def test_a_nan_loss_skips_the_update_and_leaves_weights_untouched(tiny):
     cfg = AlgoConfig(minibatches=2, micro_batch_size=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
-    out = policy_update(model, opt, r, adv, 1.0, cfg, 1.0, inject_nan=True)
+    with nan_losses():  # the testing seam
+        out = policy_update(model, opt, r, adv, 1.0, cfg, 1.0)
     assert out["skipped_updates"] == 2 and out["grad_norm"] == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not opt.state  # the optimizer's moments never saw the NaN

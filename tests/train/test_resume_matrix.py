@@ -99,7 +99,7 @@ def straight_runs(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _helpers_on_path(monkeypatch):
     """The toy reward lives in tests/helpers: the reward worker (a spawned process) imports it."""
-    helpers = str(Path(__file__).parent / "helpers")
+    helpers = str(Path(__file__).parents[1] / "helpers")
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [helpers, os.environ.get("PYTHONPATH")]))
     )

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import run_cli
 from safetensors.torch import load_file
 
 from conftest import TINY
 from e3rl import checkpoint as ckpt
 from e3rl.killpoints import KILL_ENV
-from test_cli import run_cli
 
 TOTAL, SAVE_EVERY, EVAL_EVERY = 8, 2, 3
 # Every piece of state the method adds: the value allocator (difficulty tracker, its rng) and
@@ -67,7 +67,7 @@ def _assert_same_run(run, straight, context=""):
 def _helpers_on_path():
     """The toy reward lives in tests/helpers: subprocesses must find it too."""
     with pytest.MonkeyPatch.context() as mp:
-        path = [str(Path(__file__).parent / "helpers"), os.environ.get("PYTHONPATH")]
+        path = [str(Path(__file__).parents[1] / "helpers"), os.environ.get("PYTHONPATH")]
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
         yield
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import run_cli
 
 from conftest import TINY
 from e3rl.config_io import load_config
 from e3rl.rewards.checkers import math_reward, resolve_reward
 from e3rl.rewards.runner import RewardRunner
-from test_cli import run_cli
 
-HELPERS = str(Path(__file__).parent / "helpers")
+HELPERS = str(Path(__file__).parents[1] / "helpers")
 SMALL = [*TINY, "data.val=null", "data.batch_size=2", "rollout.n=2", "--quiet"]
 
 
@@ -317,7 +317,7 @@ def test_exit_codes_are_distinct_and_documented():
         cli.EXIT_ABORTED: 130,
     }
     assert all(k == v for k, v in codes.items()) and len(codes) == 5
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("### Exit codes") :][:2000]
     for code in codes:
         assert f"| {code} |" in section, code

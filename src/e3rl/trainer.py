@@ -23,7 +23,14 @@ from e3rl.algos import group_advantages
 from e3rl.config import Config
 from e3rl.config_io import dump_yaml, to_dict
 from e3rl.control import E3Control
-from e3rl.data import Batches, DataError, EncodedPrompts, encode_prompts, load_source
+from e3rl.data import (
+    Batches,
+    DataError,
+    EncodedPrompts,
+    PromptStream,
+    encode_prompts,
+    load_source,
+)
 from e3rl.evaluate import evaluate
 from e3rl.guards import (
     BadSteps,
@@ -89,6 +96,12 @@ _CONTROL_ROW_KEYS = (
     "alloc_mean",
     "alloc_max",
     "alloc_hist",
+    "prompts_rolled",
+    "prompts_skipped",
+    "prompts_forced",
+    "prompts_pending",
+    "exp_frac_rollouts_mixed",
+    "exp_frac_rollouts_mixed_uniform",
 )
 
 
@@ -229,6 +242,10 @@ def train(
     batches = Batches(
         len(train_set.prompts), cfg.data.batch_size, cfg.trainer.seed, cfg.data.shuffle
     )
+    candidates, index_of = cfg.data.candidates_per_step, {}
+    selecting = candidates > cfg.data.batch_size  # offer more prompts than are rolled
+    if selecting:
+        batches, index_of = _prompt_stream(cfg, train_set)
     state: dict[str, Any] = {
         "step": 0,
         "cum_rollouts": 0,
@@ -254,7 +271,7 @@ def train(
                 return summary
             # Killed after the last checkpoint, before the final model and summary were written.
             log.info(f"{run_dir}: step {state['step']} is trained; writing the final model")
-            return _finish(run_dir, model, tokenizer, state, log, val_set, t_start)
+            return _finish(run_dir, model, tokenizer, state, log, val_set, t_start, control)
         log.info(f"resumed from {latest} at step {state['step']}")
 
     saved_at = state["step"] if latest is not None else None  # step of the newest checkpoint
@@ -304,11 +321,18 @@ def train(
         for step in range(state["step"] + 1, total + 1):
             timer = {}
             # ---- 1. prompts and their rollout counts
-            idx, _ = batches.next()
+            t0 = time.perf_counter()
+            if selecting:  # the deferred candidates first, then fresh ones
+                first = [index_of[p] for p in control.pending()]
+                idx = batches.draw(candidates, first, lambda i: train_set.prompts[i].id)
+            else:
+                idx, _ = batches.next()
             control.set_epoch(batches.epoch)
             prompts = [train_set.prompts[i] for i in idx]
-            plan = control.plan([p.id for p in prompts], budget)
+            ids = [p.id for p in prompts]
+            plan = control.select(ids, budget) if selecting else control.plan(ids, budget)
             counts, temperature = plan.counts, plan.temperature
+            timer["time_plan"] = time.perf_counter() - t0
 
             # ---- 2. rollouts
             t0 = time.perf_counter()
@@ -414,10 +438,12 @@ def train(
                 log.info(stop_message(stop.received, step, saved_at))
                 return stopped_summary(state, saved_at, run_dir, t_start)
 
-    return _finish(run_dir, model, tokenizer, state, log, val_set, t_start)
+    return _finish(run_dir, model, tokenizer, state, log, val_set, t_start, control)
 
 
-def _finish(run_dir: Path, model, tokenizer, state, log, val_set, t_start: float) -> dict[str, Any]:
+def _finish(
+    run_dir: Path, model, tokenizer, state, log, val_set, t_start: float, control: E3Control
+) -> dict[str, Any]:
     """Writes the final model (complete or absent, like a checkpoint), then summary.json, whose
     presence says the run is finished."""
     final_dir = run_dir / "final"
@@ -433,11 +459,25 @@ def _finish(run_dir: Path, model, tokenizer, state, log, val_set, t_start: float
         "val_prompts": len(val_set.prompts) if val_set is not None else 0,
         "wall_seconds": time.perf_counter() - t_start,
         "final_dir": str(final_dir),
+        **control.summary(),  # share of rollouts in mixed groups vs uniform's expectation
     }
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, run_dir / "summary.json")
     return summary
+
+
+def _prompt_stream(cfg: Config, train_set: EncodedPrompts) -> tuple[PromptStream, dict[str, int]]:
+    """The data order when each step offers ``data.candidates_per_step`` candidates, and the
+    index of each prompt id (its first record: the control keeps ids)."""
+    ids = [p.id for p in train_set.prompts]
+    if len(set(ids)) < cfg.data.candidates_per_step:
+        raise DataError(
+            f"{cfg.data.train}: {len(set(ids))} distinct training prompts, fewer than "
+            f"data.candidates_per_step={cfg.data.candidates_per_step}"
+        )
+    stream = PromptStream(len(ids), cfg.trainer.seed, cfg.data.shuffle)
+    return stream, {pid: i for i, pid in reversed(list(enumerate(ids)))}
 
 
 def _mean_count_by_level(counts: list[int], prompts) -> dict[str, float]:

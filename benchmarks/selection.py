@@ -1,11 +1,12 @@
 """Selection before rollout (issue 16): offering more candidates than are rolled, same budget.
 
-    python benchmarks/selection.py                       # the arms below, seed 0, 150 steps
-    python benchmarks/selection.py --arms uniform,value_c32 --seeds 0,1 --steps 150
+    python benchmarks/selection.py                       # the arms below, seed 0, 60 steps
+    python benchmarks/selection.py --arms uniform,value_rollouts_c32 --seeds 0,1 --steps 150
 
-Every run is `e3rl train configs/demo.yaml` with the arms suite's shared settings (the first 800
-training prompts, the same warm-started base model), 16 prompts x 8 rollouts = 128 rollouts per
-step, one thread per run and one run at a time. Per run it records the share of rollouts in mixed
+Every run is `e3rl train configs/demo.yaml` with the short-epoch arms' data (the first 160
+training prompts: 10 uniform steps an epoch, so prompts come back and have a history to select
+by) and the arms suite's warm-started base model, 16 prompts x 8 rollouts = 128 rollouts per
+step, one thread per run and one run at a time; validation before and after. Per run it records the share of rollouts in mixed
 groups over the run (measured), what the tracker's posteriors expected of the counts planned and
 of uniform's 8 each, prompts rolled / skipped, the time spent choosing (``time_plan``: drawing
 candidates and allocating) as a share of the step's time, and the validation accuracy.
@@ -25,9 +26,9 @@ from pathlib import Path
 
 CONFIG = "configs/demo.yaml"
 COMMON = [
-    "data.train_limit=800",
+    "data.train_limit=160",
     "model.warm_start.seed=0",
-    "trainer.eval_every=25",
+    "trainer.eval_every=0",
     "trainer.threads=1",
     "trainer.save_every=0",
 ]
@@ -114,7 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--runs", default="runs/bench/selection")
     ap.add_argument("--out", default="benchmarks/results/selection")
     args = ap.parse_args()

@@ -350,10 +350,10 @@ class BudgetConfig:
 
     def __post_init__(self) -> None:
         _require(0 < self.decay <= 1, "decay", self.decay, "a float in (0, 1]")
-        names = ("n_low", "n_high", "n_update", "widen_every", "n_min", "n_max", "max_deferrals")
-        for name in names:
+        for name in ("n_low", "n_high", "n_update", "widen_every", "n_min", "n_max"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "an integer >= 0")
         _require(self.n_low >= 1, "n_low", self.n_low, "an integer >= 1")
+        _require(self.max_deferrals >= 1, "max_deferrals", self.max_deferrals, "an integer >= 1")
         _require(self.n_low <= self.n_high, "n_low", self.n_low, f"<= n_high={self.n_high}")
         _require(self.n_min <= self.n_max, "n_min", self.n_min, f"<= n_max={self.n_max}")
         _require(self.n_max >= 1, "n_max", self.n_max, "an integer >= 1")

@@ -59,7 +59,7 @@ def _simulate(ctl, num_prompts, batch, candidates, steps, p_right, seed):
     batch=st.integers(2, 6),
     n=st.integers(2, 6),
     extra=st.integers(1, 6),
-    max_deferrals=st.integers(0, 3),
+    max_deferrals=st.integers(1, 3),
     recheck=st.sampled_from([0.0, 0.2]),
     n_min=st.sampled_from([0, 1, 2, 3]),
     seed=st.integers(0, 1000),
@@ -145,6 +145,11 @@ def test_value_choice_is_the_brute_force_optimum(data, k, n_min, objective):
     for pid, si, fi in zip(ids, s, f, strict=True):
         tracker.update([pid] * (si + fi), [1.0] * si + [0.0] * fi)
     alloc = ValueAllocator(n_min=n_min, n_max=n_max, objective=objective)
+    best = _brute_value(s, f, budget, n_min, n_max, forced, objective=objective)
+    if best == -math.inf:  # no count vector spends the budget (e.g. budget 1, n_min 2)
+        with pytest.raises(ValueError, match="cannot be spent"):
+            choose_counts(alloc, ids, budget, forced, tracker, 0, 1, (1.0, 1.0), objective)
+        return
     counts = choose_counts(alloc, ids, budget, forced, tracker, 0, 1, (1.0, 1.0), objective)
     assert sum(counts) == budget
     assert all(c >= max(n_min, 2) for c, m in zip(counts, forced, strict=True) if m)
@@ -284,7 +289,7 @@ def test_pool_keeps_order_and_counts():
     pool.settle(["a", "c", "d"], [0, 2, 0])
     assert pool.pending() == ["a", "d"] and pool.deferrals(["a", "d"]) == [2, 1]
     with pytest.raises(ValueError, match="max_deferrals"):
-        CandidatePool(-1)
+        CandidatePool(0)
 
 
 # ---- the data stream
@@ -329,7 +334,7 @@ def test_stream_puts_the_given_first_and_never_offers_a_key_twice():
             ["budget.allocator=value", "budget.n_min=4", "data.candidates_per_step=40"],
             "at most 32 candidates",
         ),
-        (["budget.max_deferrals=-1"], "max_deferrals=-1 is invalid"),
+        (["budget.max_deferrals=0"], "max_deferrals=0 is invalid"),
     ],
 )
 def test_bad_selection_settings_are_config_errors(overrides, message):

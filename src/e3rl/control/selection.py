@@ -172,8 +172,8 @@ def _choose_value(
     counts = solve_dp_allowed(gains, allowed, budget, order)
     if int(counts.sum()) != budget:  # only when the forced candidates cannot all be funded
         raise ValueError(
-            f"budget={budget} cannot roll the {int(forced.sum())} forced candidates at "
-            f"{max(n_min, 2)} or more each"
+            f"budget={budget} cannot be spent over {len(s)} candidates each at 0 or in "
+            f"[{n_min}, {n_max}], the {int(forced.sum())} forced ones at {max(n_min, 2)} or more"
         )
     return counts.tolist()
 
@@ -188,8 +188,8 @@ class CandidatePool:
     """
 
     def __init__(self, max_deferrals: int) -> None:
-        if max_deferrals < 0:
-            raise ValueError(f"max_deferrals must be >= 0, got {max_deferrals}")
+        if max_deferrals < 1:  # 0 would force every candidate: nothing left to choose
+            raise ValueError(f"max_deferrals must be >= 1, got {max_deferrals}")
         self.max_deferrals = int(max_deferrals)
         self._deferrals: dict[str, int] = {}  # insertion order = oldest first
 

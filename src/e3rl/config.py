@@ -528,28 +528,40 @@ def check_method(
 
 
 def check_selection(
-    allocator: str, candidates: int, batch_size: int, n: int, n_min: int, prefix: str = ""
+    allocator: str,
+    candidates: int,
+    batch_size: int,
+    n: int,
+    n_min: int,
+    keys: tuple[str, str, str, str] = (
+        "data.candidates_per_step",
+        "data.batch_size",
+        "rollout.n",
+        "budget.",
+    ),
 ) -> None:
     """Settings under which the deferral bound is guaranteed; a ConfigError naming the keys
-    otherwise (``prefix``: how the caller's config spells the section path)."""
+    otherwise. ``keys``: how the caller's config spells candidates, batch size, n and the budget
+    section (verl: ``e3rl.candidates_per_step``, ``data.train_batch_size``, ...)."""
+    c_key, b_key, n_key, budget = keys
     if candidates <= batch_size:
         return
     if allocator not in ("uniform", "rank", "value"):
         raise ConfigError(
-            f"{prefix}data.candidates_per_step={candidates} needs budget.allocator in "
-            f"['uniform', 'rank', 'value'], got {allocator!r}"
+            f"{c_key}={candidates} needs {budget}allocator in ['uniform', 'rank', 'value'], "
+            f"got {allocator!r}"
         )
     if allocator in ("uniform", "rank") and candidates > 2 * batch_size:
         raise ConfigError(
-            f"{prefix}data.candidates_per_step={candidates} is invalid with budget.allocator="
-            f"{allocator}: expected at most 2 x data.batch_size = {2 * batch_size} (it rolls "
-            "batch_size prompts a step, so no more than that many may be waiting)"
+            f"{c_key}={candidates} is invalid with {budget}allocator={allocator}: expected at "
+            f"most 2 x {b_key} = {2 * batch_size} (it rolls {b_key} prompts a step, so no more "
+            "than that many may be waiting)"
         )
     lo = max(n_min, 2)
     if allocator == "value" and candidates * lo > n * batch_size:
         raise ConfigError(
-            f"{prefix}data.candidates_per_step={candidates} is invalid with budget.allocator="
-            f"value: expected candidates x max(budget.n_min, 2) <= rollout.n x data.batch_size "
-            f"= {n * batch_size}, i.e. at most {n * batch_size // lo} candidates (so that every "
-            "candidate at its deferral bound can be rolled)"
+            f"{c_key}={candidates} is invalid with {budget}allocator=value: expected "
+            f"candidates x max({budget}n_min, 2) <= {n_key} x {b_key} = {n * batch_size}, i.e. "
+            f"at most {n * batch_size // lo} candidates (so that every candidate at its deferral "
+            "bound can be rolled)"
         )

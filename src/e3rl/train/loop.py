@@ -42,6 +42,12 @@ _CONTROL_ROW_KEYS = (
     "alloc_mean",
     "alloc_max",
     "alloc_hist",
+    "prompts_rolled",
+    "prompts_skipped",
+    "prompts_forced",
+    "prompts_pending",
+    "exp_frac_rollouts_mixed",
+    "exp_frac_rollouts_mixed_uniform",
 )
 
 
@@ -120,11 +126,9 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     configured)."""
     cfg, state = run.cfg, run.state
     # ---- 1. prompts and their rollout counts
-    idx, _ = state.batches.next()
-    state.control.set_epoch(state.batches.epoch)
-    prompts = [run.train_set.prompts[i] for i in idx]
-    plan = state.control.plan([p.id for p in prompts], run.budget)
-    timer: dict[str, float] = {}
+    t0 = time.perf_counter()
+    idx, prompts, plan = _plan(run)
+    timer = {"time_plan": time.perf_counter() - t0}
 
     # ---- 2. rollouts
     t0 = time.perf_counter()
@@ -156,6 +160,24 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     run.log.step(row)
     _maybe_save(run, step, upd["skipped_updates"])
     return row
+
+
+def _plan(run: Run) -> tuple[list[int], list, Any]:
+    """The step's prompt indices, prompts and their plan (rollout counts, temperature). When selecting, the
+    deferred candidates come first, then fresh ones, and the control picks which are rolled."""
+    state, control, prompts_all = run.state, run.state.control, run.train_set.prompts
+    if run.selecting:
+        first = [run.index_of[p] for p in control.pending()]
+        idx = state.batches.draw(
+            run.cfg.data.candidates_per_step, first, lambda i: prompts_all[i].id
+        )
+    else:
+        idx, _ = state.batches.next()
+    control.set_epoch(state.batches.epoch)
+    prompts = [prompts_all[i] for i in idx]
+    ids = [p.id for p in prompts]
+    plan = control.select(ids, run.budget) if run.selecting else control.plan(ids, run.budget)
+    return idx, prompts, plan
 
 
 def _score(run: Run, step: int, plan, prompts, r) -> tuple[list[float], dict[str, Any]]:

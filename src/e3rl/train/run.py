@@ -20,6 +20,7 @@ from e3rl.data import (
     Batches,
     DataError,
     EncodedPrompts,
+    PromptStream,
     check_fits_positions,
     encode_prompts,
     load_source,
@@ -66,10 +67,16 @@ class Run:
     bad_steps: BadSteps
     latest: Path | None = None  # the checkpoint resumed from
     saved_at: int | None = None  # step of the newest checkpoint
+    index_of: dict[str, int] | None = None  # prompt id -> index, when selecting
 
     @property
     def budget(self) -> int:
         return self.cfg.rollout.n * self.cfg.data.batch_size
+
+    @property
+    def selecting(self) -> bool:
+        """Whether each step offers more prompts (data.candidates_per_step) than are rolled."""
+        return self.cfg.data.candidates_per_step > self.cfg.data.batch_size
 
 
 def _seed_all(seed: int) -> None:
@@ -249,6 +256,7 @@ def build_run(
         state=state,
         bad_steps=BadSteps(cfg.trainer.max_bad_steps),
         latest=latest,
+        index_of=_index_of(cfg, train_set),
     )
     if latest is not None:
         _restore(run)
@@ -264,16 +272,33 @@ def _fresh_state(cfg: Config, model, vocab_size: int, train_set, sampler) -> Run
         betas=tuple(cfg.optim.betas),
         weight_decay=cfg.optim.weight_decay,
     )
+    if cfg.data.candidates_per_step > cfg.data.batch_size:  # offer more prompts than are rolled
+        batches = PromptStream(len(train_set.prompts), cfg.trainer.seed, cfg.data.shuffle)
+    else:
+        batches = Batches(
+            len(train_set.prompts), cfg.data.batch_size, cfg.trainer.seed, cfg.data.shuffle
+        )
     return RunState(
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg),
         sampler=sampler,
         control=control,
-        batches=Batches(
-            len(train_set.prompts), cfg.data.batch_size, cfg.trainer.seed, cfg.data.shuffle
-        ),
+        batches=batches,
         config=to_dict(cfg),
     )
+
+
+def _index_of(cfg: Config, train_set: EncodedPrompts) -> dict[str, int] | None:
+    """When selecting, the index of each prompt id (its first record: the control keeps ids)."""
+    if cfg.data.candidates_per_step <= cfg.data.batch_size:
+        return None
+    ids = [p.id for p in train_set.prompts]
+    if len(set(ids)) < cfg.data.candidates_per_step:
+        raise DataError(
+            f"{cfg.data.train}: {len(set(ids))} distinct training prompts, fewer than "
+            f"data.candidates_per_step={cfg.data.candidates_per_step}"
+        )
+    return {pid: i for i, pid in reversed(list(enumerate(ids)))}
 
 
 def _restore(run: Run) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from e3rl.control import E3Control
-from e3rl.data import Batches
+from e3rl.data import Batches, PromptStream
 from e3rl.train import checkpoint as ckpt
 from e3rl.train.resume import control_state
 
@@ -30,7 +30,7 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sampler: torch.Generator
     control: E3Control
-    batches: Batches
+    batches: Batches | PromptStream
     config: dict[str, Any]  # the run's config, kept in every checkpoint
     step: int = 0
     cum_rollouts: int = 0

@@ -54,6 +54,7 @@ def summary(run: Run, outcome: str) -> dict[str, Any]:
         "val_prompts": len(run.val_set.prompts) if run.val_set is not None else 0,
         "wall_seconds": time.perf_counter() - run.t_start,
         "final_dir": str(run.run_dir / "final"),
+        **s.control.summary(),  # share of rollouts in mixed groups vs uniform's expectation
     }
 
 

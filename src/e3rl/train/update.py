@@ -129,9 +129,10 @@ def policy_update(
     """Runs cfg.ppo_epochs x cfg.minibatches optimizer steps; returns averaged statistics.
 
     A minibatch whose loss or gradient is not finite skips its optimizer step (weights and
-    optimizer moments untouched) and is counted in `skipped_updates`. Inside
-    `e3rl.train.testing.nan_losses` (the testing seam) every loss is NaN. `autocast_dtype` (bfloat16 for
-    mixed precision) is the dtype of the forward pass; gradients reach the float32 weights.
+    optimizer moments untouched) and is counted in `skipped_updates` (inside
+    `e3rl.train.testing.nan_losses`, the testing seam, every loss is NaN). `autocast_dtype`
+    (bfloat16 for mixed precision) is the dtype of the forward pass; gradients reach the float32
+    weights.
     `share_prompts` runs each distinct prompt of a micro-batch once (`shared_prompt_logits`);
     False runs every row's prompt (the same loss and gradients up to rounding).
     """

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# Shared test helpers (tests/helpers) import by name, at collection time too.
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+HELPERS = Path(__file__).parent / "helpers"
+if str(HELPERS) not in sys.path:  # shared test helpers (tests/helpers), importable at collection
+    sys.path.insert(0, str(HELPERS))
 DATA_E3 = Path(os.environ.get("E3RL_DATA", REPO.parent / "shared" / "data" / "e3"))
 
 # A tiny model: fast enough for end-to-end tests on 2 cores.

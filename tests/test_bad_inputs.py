@@ -126,6 +126,12 @@ def missing_prompt(tmp):
 
 
 @case()
+def null_prompt(tmp):
+    args = train_on(tmp, "d.jsonl", _jsonl([*GOOD[:1], {"prompt": None, "answer": "2"}]))
+    return args, [f"{tmp / 'd.jsonl'}:2", "the prompt field 'prompt' is null", "non-empty string"]
+
+
+@case()
 def empty_prompt(tmp):
     args = train_on(tmp, "d.jsonl", _jsonl([*GOOD[:1], {"prompt": "   ", "answer": "2"}]))
     return args, [f"{tmp / 'd.jsonl'}:2", "the prompt is empty"]
@@ -323,6 +329,19 @@ def missing_config_file(tmp):
 
 
 @case()
+def base_cycle(tmp):
+    data_file(tmp, "a.yaml", "base: b.yaml\nrollout: {n: 4}\n")
+    data_file(tmp, "b.yaml", "base: a.yaml\n")
+    a, b = (tmp / "a.yaml").resolve(), (tmp / "b.yaml").resolve()
+    return ["train", str(tmp / "a.yaml")], ["base: chain is a cycle", f"{a} -> {b} -> {a}"]
+
+
+@case()
+def empty_output_dir(tmp):
+    return train(tmp, "trainer.output_dir="), ["trainer.output_dir=''", "a directory path"]
+
+
+@case()
 def two_config_files(tmp):
     return ["train", "a.yaml", "b.yaml"], ["at most one config file", "key=value"]
 
@@ -376,6 +395,31 @@ def model_dir_with_corrupt_files(tmp):
     return train(tmp, f"model.path={path}"), [str(path), "cannot load"]
 
 
+def _gpt2_dir(tmp: Path, n_positions: int) -> Path:
+    """A tiny GPT-2 (absolute positions: past n_positions its embedding lookup fails)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from e3rl.models import train_tokenizer
+
+    tok = train_tokenizer([f"{a}+{a}={2 * a}" for a in range(50)] + ["0123456789"])
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=16, n_layer=1, n_head=2)
+    path = tmp / "gpt2"
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@case()
+def prompt_and_response_beyond_the_models_positions(tmp):
+    path = _gpt2_dir(tmp, n_positions=48)
+    args = train_on(tmp, "d.jsonl", _jsonl(GOOD), f"model.path={path}", "rollout.max_new_tokens=60")
+    return args, [
+        "rollout.max_new_tokens=60",
+        "over the model's 48",
+        "data.max_prompt_tokens + rollout.max_new_tokens <= 48",
+    ]
+
+
 @case()
 def gguf_that_is_not_gguf(tmp):
     path = data_file(tmp, "m.gguf", b"not a gguf file at all")
@@ -402,6 +446,18 @@ def reward_module_does_not_import(tmp):
 def reward_function_does_not_exist(tmp):
     args = train(tmp, "reward.fn=toy_rewards:no_such_fn")
     return args, ["reward.fn='toy_rewards:no_such_fn'", "no function 'no_such_fn'"]
+
+
+@case()
+def reward_of_the_wrong_signature(tmp):
+    args = train(tmp, "reward.fn=toy_rewards:one_argument")
+    return args, ["reward.fn='toy_rewards:one_argument'", "fn(response: str, answer: str, **info)"]
+
+
+@case(code=1)
+def reward_that_fails_every_call(tmp):
+    args = train(tmp, "reward.fn=toy_rewards:needs_unknown_info")
+    return args, ["reward.fn='toy_rewards:needs_unknown_info' failed", "TypeError", "**info"]
 
 
 @case()
@@ -610,6 +666,23 @@ def test_every_case_in_a_subprocess(c, tmp_path, monkeypatch, request):
 
 def test_the_suite_is_broad():
     assert len(CASES) >= 30
+
+
+def test_a_max_prompt_tokens_beyond_the_models_positions_warns(tmp_path):
+    """The tiny model has 256 positions and data.max_prompt_tokens defaults to 512: the short
+    prompts fit, but the limit could not be met, so the log says so."""
+    args = train(tmp_path, "trainer.total_steps=1", "--quiet")
+    code, stderr = run_in_process(args)
+    assert code == 0, stderr
+    text = " ".join(stderr.split())
+    assert (
+        "warning: data.max_prompt_tokens=512 + rollout.max_new_tokens=8 exceeds the model's 256"
+        in text
+    )
+    assert "lower data.max_prompt_tokens to 248" in text
+    fits = train(tmp_path, "data.max_prompt_tokens=248", f"trainer.output_dir={tmp_path / 'b'}")
+    code, stderr = run_in_process([*fits, "--quiet"])
+    assert code == 0 and "exceeds the model" not in stderr
 
 
 def test_skipped_and_dropped_records_are_counted(tmp_path):

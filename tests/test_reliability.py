@@ -55,7 +55,9 @@ def helpers_on_path(monkeypatch):
 # ----------------------------------------------------------------------------- rewards
 
 
-def test_sleeping_reward_times_out_and_is_counted_through_the_cli(tmp_path, helpers_on_path):
+def test_a_reward_that_always_times_out_stops_the_run_through_the_cli(tmp_path, helpers_on_path):
+    """Every call of step 1 timed out: nothing to learn from, so the run stops (exit 1) instead
+    of training on zero rewards and reporting success."""
     run = tmp_path / "run"
     res = run_cli(
         "train",
@@ -65,45 +67,64 @@ def test_sleeping_reward_times_out_and_is_counted_through_the_cli(tmp_path, help
         "trainer.total_steps=2",
         f"trainer.output_dir={run}",
     )
-    assert res.returncode == 0, res.stderr
-    rows = _rows(run)
-    assert [r["reward_timeouts"] for r in rows] == [4, 4]
-    assert [r["reward_errors"] for r in rows] == [0, 0]
-    assert all(r["reward_mean"] == 0 for r in rows)
-    assert _says(res.stderr, "reward failures, e.g. {'error': 'timeout'")
-    assert (run / "final" / "model.safetensors").is_file()
+    assert res.returncode == 1, res.stderr
+    assert _says(
+        res.stderr,
+        "step 1: all 4 calls of reward.fn='toy_rewards:sleeps' failed (0 raised, 4 timed out)",
+    )
+    assert _says(res.stderr, "fn(response: str, answer: str, **info) -> float")
+    assert "Traceback" not in res.stderr
+    assert not (run / "final").exists() and not (run / "metrics.jsonl").exists()  # nor logged
 
 
-def test_raising_reward_is_counted_through_the_cli(tmp_path):
+def test_partly_failing_rewards_are_counted_and_the_run_goes_on(tmp_path):
     run = tmp_path / "run"
     code, _, err = _main(
         "train",
         *SMALL,
-        "reward.fn=toy_rewards:raises",
-        "trainer.total_steps=2",
+        "reward.fn=toy_rewards:raises_on_odd",
+        "trainer.total_steps=3",
         f"trainer.output_dir={run}",
     )
     assert code == 0, err
-    assert [r["reward_errors"] for r in _rows(run)] == [4, 4]
-    assert _says(err, "reward failures, e.g. {'error': 'RuntimeError: boom'")
+    rows = _rows(run)
+    assert len(rows) == 3 and sum(r["reward_errors"] for r in rows) > 0
+    for r in rows:  # a failed call scores 0, the others 1: the mean says how many failed
+        assert r["reward_errors"] == round(r["rollouts"] * (1 - r["reward_mean"]))
+        assert 0 < r["reward_errors"] < r["rollouts"] or r["reward_errors"] == 0
+    assert _says(err, "reward failures, e.g. {'error': 'RuntimeError: odd'")
 
 
 @pytest.mark.parametrize(
-    "fn, why", [("returns_nan", "non-finite reward nan"), ("returns_text", "ValueError")]
+    "fn, why",
+    [
+        ("raises", "RuntimeError: boom"),
+        ("returns_nan", "non-finite reward nan"),
+        ("returns_text", "ValueError"),
+        ("needs_unknown_info", "TypeError"),  # passes the signature check, fails every call
+    ],
 )
-def test_nan_or_text_reward_counts_as_an_error(tmp_path, fn, why):
+def test_a_reward_that_fails_every_call_stops_with_a_clear_error(tmp_path, fn, why):
     run = tmp_path / "run"
     code, _, err = _main(
         "train",
         *SMALL,
         f"reward.fn=toy_rewards:{fn}",
-        "trainer.total_steps=1",
+        "trainer.total_steps=2",
         f"trainer.output_dir={run}",
     )
-    assert code == 0, err
-    (row,) = _rows(run)
-    assert row["reward_errors"] == 4 and row["reward_mean"] == 0
-    assert _says(err, why)
+    assert code == 1, err
+    assert _says(err, f"step 1: all 4 calls of reward.fn='toy_rewards:{fn}' failed (4 raised")
+    assert _says(err, why) and _says(err, "no checkpoint was written")
+
+
+def test_a_reward_of_the_wrong_signature_is_refused_before_training():
+    from e3rl.rewards.checkers import resolve_reward
+
+    with pytest.raises(ValueError, match=r"one_argument\(response: str\) -> float cannot be call"):
+        resolve_reward("toy_rewards:one_argument")
+    resolve_reward("toy_rewards:by_level")  # `level` may come from a prompt's info: allowed
+    resolve_reward("toy_rewards:needs_unknown_info")  # the same: seen on the first step
 
 
 def test_math_reward_runs_under_the_timeout(tmp_path):
@@ -230,7 +251,7 @@ def test_sigint_stops_after_the_step_with_a_checkpoint_and_resume_finishes(tmp_p
     common = [*SMALL, "trainer.total_steps=3", f"trainer.output_dir={run}"]
     handler = signal.getsignal(signal.SIGINT)
     code, out, err = _main("train", *common, "reward.fn=toy_rewards:signals_once")
-    assert code == 0, err
+    assert code == 75, err  # stopped, resumable: not success
     assert _says(err, "SIGINT: stopped at step 1; resume with --resume")
     assert json.loads(out)["stopped"] is True
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]
@@ -239,7 +260,8 @@ def test_sigint_stops_after_the_step_with_a_checkpoint_and_resume_finishes(tmp_p
 
     for stop in (2, 3):  # each run's reward worker signals once: one more step per run
         code, _, err = _main("train", *common, "reward.fn=toy_rewards:signals_once", "--resume")
-        assert code == 0 and _says(err, f"resumed from {run}/checkpoints/step-00000{stop - 1}")
+        assert code == (75 if stop < 3 else 0), err  # the signal at the last step: it finished
+        assert _says(err, f"resumed from {run}/checkpoints/step-00000{stop - 1}")
     assert [r["step"] for r in _rows(run)] == [1, 2, 3]
     assert (run / "final" / "model.safetensors").is_file()
 
@@ -259,7 +281,7 @@ def test_sigterm_from_outside_stops_the_cli_cleanly(tmp_path, helpers_on_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 75, err  # what a job scheduler sees: stopped, not finished
     step = json.loads(out)["steps"]
     assert 1 <= step < 500
     assert _says(err, f"SIGTERM: stopped at step {step}; resume with --resume")
@@ -275,3 +297,166 @@ def test_e3rl_debug_reraises(monkeypatch):
     monkeypatch.setenv("E3RL_DEBUG", "1")
     with pytest.raises(ConfigError, match="trainer.total_stepz"):
         main(["train", "trainer.total_stepz=3"])
+
+
+# ----------------------------------------------------------------------------- exit codes
+
+
+def test_exit_codes_are_distinct_and_documented():
+    """The README's table and the CLI agree: 0 finished, 1 the run failed, 2 bad input,
+    75 stopped (resumable), 130 aborted."""
+    from e3rl import cli
+
+    codes = {
+        cli.EXIT_OK: 0,
+        cli.EXIT_RUN_FAILED: 1,
+        cli.EXIT_BAD_INPUT: 2,
+        cli.EXIT_STOPPED: 75,
+        cli.EXIT_ABORTED: 130,
+    }
+    assert all(k == v for k, v in codes.items()) and len(codes) == 5
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Exit codes") :][:2000]
+    for code in codes:
+        assert f"| {code} |" in section, code
+
+
+# ----------------------------------------------------------------------------- resume config
+
+
+def _lrs(run: Path) -> list[float]:
+    return [r["lr"] for r in _rows(run)]
+
+
+def test_resume_force_applies_a_changed_lr(tmp_path):
+    """The new optim.lr takes effect from the first resumed step, on the same schedule: the
+    logged lr of steps 3-4 equals that of a run trained with the new lr from the start (and
+    resumed the same way: the cosine spans trainer.total_steps, which grows on resume)."""
+    common = [
+        *SMALL,
+        "optim.schedule=cosine",
+        "optim.warmup_steps=1",
+        "trainer.save_every=2",
+        "reward.fn=toy_rewards:starts_with_digit",
+    ]
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    for out, lr in ((run, "1e-3"), (ref, "1e-4")):
+        code, _, err = _main(
+            "train", *common, "trainer.total_steps=2", f"optim.lr={lr}", f"trainer.output_dir={out}"
+        )
+        assert code == 0, err
+    for out, flag in ((run, "--resume-force"), (ref, "--resume")):
+        code, _, err = _main(
+            "train",
+            *common,
+            "trainer.total_steps=4",
+            "optim.lr=1e-4",
+            f"trainer.output_dir={out}",
+            flag,
+        )
+        assert code == 0, err
+        if out == run:
+            assert _says(err, "resuming: the optimizer now uses optim.lr 0.001 -> 0.0001")
+    assert _lrs(run)[2:] == _lrs(ref)[2:]  # the same schedule values, bit for bit
+    assert _lrs(run)[0] == 10 * _lrs(ref)[0]  # steps 1-2 ran at the old lr
+    assert "lr: 0.0001" in (run / "config.yaml").read_text()
+
+
+def test_resume_without_config_yaml_checks_the_checkpoints_config(tmp_path):
+    run = tmp_path / "run"
+    common = [*SMALL, "trainer.save_every=2", f"trainer.output_dir={run}"]
+    code, _, err = _main("train", *common, "trainer.total_steps=2")
+    assert code == 0, err
+    (run / "config.yaml").unlink()
+    code, _, err = _main("train", *common, "trainer.total_steps=3", "optim.lr=0.01", "--resume")
+    state = run / "checkpoints" / "step-000002" / "state.json"
+    assert code == 2 and _says(err, f"config changed since {state} was written: optim.lr"), err
+    assert _says(err, f"{run / 'config.yaml'} is missing: checking against the config in {state}")
+    code, _, err = _main(
+        "train", *common, "trainer.total_steps=3", "optim.lr=0.01", "--resume-force"
+    )
+    assert code == 0, err
+    assert _lrs(run)[-1] == 0.01  # constant schedule: the new lr itself
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_run_consistent(
+    tmp_path, monkeypatch
+):
+    import e3rl.checkpoint as ckpt_mod
+
+    run = tmp_path / "run"
+    common = [*SMALL, "trainer.save_every=1", "trainer.total_steps=3", f"trainer.output_dir={run}"]
+    real_save = torch.save
+
+    def full_at_step_2(obj, path, *a, **k):
+        if "step" in str(path) or len(list((run / "checkpoints").glob("step-*"))) >= 1:
+            # what torch reports when the disk fills mid-write
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing "
+                "file data/3: file write failed"
+            )
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", full_at_step_2)
+    code, _, err = _main("train", *common)
+    assert code == 2, err
+    line = " ".join(err.split())
+    assert "Traceback" not in err and "the disk is full" in line
+    assert "step-000002 could not be written" in line and "older checkpoints are intact" in line
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]  # no .tmp left
+
+
+def test_save_checkpoint_names_enospc(tmp_path):
+    import errno
+
+    from e3rl.checkpoint import CheckpointError, save_checkpoint
+
+    class Full:
+        def save_pretrained(self, path, **kw):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(CheckpointError, match="the disk is full: checkpoint .*step-000003"):
+        save_checkpoint(tmp_path, 3, Full(), Full(), {}, {})
+    assert not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_truncated_model_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("E3RL_CACHE", str(tmp_path / "cache"))
+    args = [*SMALL, "trainer.total_steps=1"]
+    code, _, err = _main("train", *args, f"trainer.output_dir={tmp_path / 'a'}")
+    assert code == 0, err
+    (entry,) = (tmp_path / "cache" / "base").iterdir()
+    weights = entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code, _, err = _main("train", *args, f"trainer.output_dir={tmp_path / 'b'}")
+    assert code == 0, err
+    assert _says(err, f"the cached base model {entry} is unreadable (SafetensorError")
+    assert _says(err, "rebuilding it")
+    assert weights.stat().st_size > 1000  # rebuilt in place
+    a = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])
+    b = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])
+    assert a["reward_mean"] == b["reward_mean"] and a["grad_norm"] == b["grad_norm"]
+
+
+def test_an_unwritable_cache_names_e3rl_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("E3RL_CACHE", str(blocker))  # root ignores modes: a file blocks anyone
+    code, _, err = _main("train", *SMALL, f"trainer.output_dir={tmp_path / 'run'}")
+    assert code == 2
+    assert _says(err, f"E3RL_CACHE={blocker}") and _says(err, "set E3RL_CACHE to a writable")
+
+
+def test_report_without_matplotlib_gives_the_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    code, _, err = _main("report", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert code == 2 and "pip install 'e3rl[report]'" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch that sees no CUDA device")
+def test_cuda_on_a_cpu_only_torch_is_a_config_error(tmp_path):
+    code, _, err = _main("train", *SMALL, "trainer.device=cuda", f"trainer.output_dir={tmp_path}")
+    assert code == 2 and _says(err, "trainer.device='cuda', but this torch") and "cpu" in err

@@ -51,7 +51,7 @@ def test_failing_reward_is_contained_and_counted(tmp_path):
         None,
         [
             *TINY,
-            "reward.fn=toy_rewards:raises",
+            "reward.fn=toy_rewards:raises_on_odd",
             "trainer.total_steps=2",
             "data.val=null",
             f"trainer.output_dir={tmp_path}",
@@ -59,8 +59,27 @@ def test_failing_reward_is_contained_and_counted(tmp_path):
     )
     train(cfg, quiet=True)
     rows = _rows(tmp_path)
-    assert [r["reward_errors"] for r in rows] == [16, 16]
-    assert all(r["reward_mean"] == 0 for r in rows)
+    assert sum(r["reward_errors"] for r in rows) > 0
+    for r in rows:  # failures score 0, the rest 1: every failure is counted
+        assert r["reward_errors"] == round(r["rollouts"] * (1 - r["reward_mean"]))
+
+
+def test_a_reward_failing_every_call_stops_the_run(tmp_path):
+    from e3rl.guards import TrainingError
+
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "reward.fn=toy_rewards:raises",
+            "trainer.total_steps=2",
+            "data.val=null",
+            f"trainer.output_dir={tmp_path}",
+        ],
+    )
+    with pytest.raises(TrainingError, match="step 1: all 16 calls .* failed .16 raised, 0 timed"):
+        train(cfg, quiet=True)
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_batches_cover_each_epoch_once_and_are_reproducible():

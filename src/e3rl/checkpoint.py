@@ -9,6 +9,7 @@ so a crash mid-write leaves no half checkpoint behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -55,6 +56,18 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def plain(x: Any) -> Any:
+    """`x` with numpy scalars made Python numbers (exact): `torch.load(weights_only=True)` reads
+    tensors and plain Python types only, and refuses a checkpoint holding a numpy float."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(plain(v) for v in x)
+    return x
+
+
 def _to_lists(x):
     return [_to_lists(v) for v in x] if isinstance(x, tuple | list) else x
 
@@ -99,11 +112,14 @@ def save_checkpoint(
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        torch.save(optim_state, tmp / "optim.pt")
+        torch.save(plain(optim_state), tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         _fsync_tree(tmp)
         kill_point("checkpoint-written", step)
         _replace_dir(tmp, final)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(final, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -113,6 +129,34 @@ def save_checkpoint(
         os.replace(old, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
     return final
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC however the writer reports it: an OSError, or torch's and safetensors' own errors,
+    which carry only the text."""
+    for e in (error, error.__cause__, error.__context__):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e) if e is not None else ""
+        if "No space left" in text or "file write failed" in text or "quota" in text.lower():
+            return True
+    return False
+
+
+def _write_failed(final: Path, error: Exception) -> CheckpointError:
+    """The error of a checkpoint that could not be written; older checkpoints are untouched."""
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    why = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    if _disk_full(error):
+        return CheckpointError(
+            f"the disk is full: checkpoint {final} could not be written ({why}). Nothing of it "
+            f"was kept and older checkpoints are intact; free space on {final.parent}, then "
+            "resume with --resume"
+        )
+    return CheckpointError(
+        f"checkpoint {final} could not be written ({why}); nothing of it was kept and older "
+        "checkpoints are intact: fix the cause, then resume with --resume"
+    )
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:

@@ -11,6 +11,15 @@ from pathlib import Path
 from e3rl.config import ConfigError
 from e3rl.config_io import split_config_args
 
+# Exit codes (README, "Exit codes"). A graceful stop (SIGINT/SIGTERM) is not success: a job
+# scheduler must not take a pre-empted run for a finished one. 75 is sysexits' EX_TEMPFAIL,
+# "try again later", which is what a stopped run is: resumable with --resume.
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # the input was fine; the run went wrong (non-finite updates, rewards)
+EXIT_BAD_INPUT = 2  # config, data, model, checkpoint or run directory rejected
+EXIT_STOPPED = 75
+EXIT_ABORTED = 130  # a second signal: stopped at once, without a checkpoint of that step
+
 
 def _train(args: argparse.Namespace) -> int:
     from e3rl.config_io import load_config
@@ -25,14 +34,17 @@ def _train(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     print(json.dumps(summary, indent=2))
-    return 0
+    # A graceful stop is not success: a scheduler must see a resumable, unfinished run.
+    return EXIT_STOPPED if summary.get("stopped") else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
     from e3rl.demo import run_demo
 
-    run_demo(Path(args.output_dir), args.args, quiet=args.quiet)
-    return 0
+    summary = run_demo(
+        Path(args.output_dir), args.args, quiet=args.quiet, baseline=not args.no_baseline
+    )
+    return EXIT_STOPPED if summary.get("stopped") else EXIT_OK
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -42,6 +54,16 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib  # noqa: F401  (an extra, like the gguf packages)
+    except ImportError:
+        return _fail(
+            ModuleNotFoundError(
+                "e3rl report draws its figures with matplotlib, which is not installed: "
+                "pip install 'e3rl[report]'"
+            ),
+            EXIT_BAD_INPUT,
+        )
     from e3rl.report import make_report
 
     out = make_report([Path(d) for d in args.run_dirs], Path(args.out))
@@ -75,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_train)
 
-    d = sub.add_parser("demo", help="warm-started tiny model, RL on arithmetic, before/after")
+    d = sub.add_parser(
+        "demo", help="e3rl's method vs uniform GRPO on a tiny model and arithmetic, before/after"
+    )
     d.add_argument("--output-dir", default="runs/demo")
+    d.add_argument(
+        "--no-baseline", action="store_true", help="the method only, not uniform GRPO beside it"
+    )
     d.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_demo)
@@ -150,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except TrainingError as e:  # the input was fine; the run went wrong
-        return _fail(e, 1)
+        return _fail(e, EXIT_RUN_FAILED)
     except (ConfigError, DataError, ModelError, ResumeError, CheckpointError, OSError) as e:
-        return _fail(e, 2)
+        return _fail(e, EXIT_BAD_INPUT)
     except ValueError as e:  # allocator / reward / controller settings rejected at start-up
-        return _fail(e, 2)
+        return _fail(e, EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         print("e3rl: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_ABORTED
 
 
 if __name__ == "__main__":

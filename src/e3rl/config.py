@@ -116,6 +116,8 @@ class TaskConfig:
     """Difficulty levels to generate (see e3rl.tasks.arith for what each level is)."""
     worked_fraction: float = 0.5
     """Share of multi-step warm-start examples that show the worked steps (the rest answer directly)."""
+    worked_prior: float | None = None
+    """Share of worked answers among the first response tokens the warm start trains on (the base's prior for working a problem out); None = worked_fraction. Below worked_fraction, the base learns to execute worked answers from many examples but seldom opens one: its first token's loss is dropped on some worked examples."""
     train_size: int = 3000
     """Training prompts generated (spread evenly over the levels)."""
     val_size: int = 300
@@ -130,6 +132,13 @@ class TaskConfig:
         _require(
             0 <= self.worked_fraction <= 1, "worked_fraction", self.worked_fraction, "in [0, 1]"
         )
+        if self.worked_prior is not None:
+            _require(
+                0 <= self.worked_prior <= self.worked_fraction,
+                "worked_prior",
+                self.worked_prior,
+                f"None or in [0, worked_fraction = {self.worked_fraction}]",
+            )
 
 
 @dataclass
@@ -433,6 +442,8 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _require(self.total_steps >= 0, "total_steps", self.total_steps, "an integer >= 0")
+        # Empty would write the whole run into the current directory.
+        _require(bool(self.output_dir.strip()), "output_dir", self.output_dir, "a directory path")
         _require(self.save_every >= 0, "save_every", self.save_every, "an integer >= 0")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         _require(self.eval_every >= 0, "eval_every", self.eval_every, "an integer >= 0")

@@ -173,8 +173,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     path = Path(path)
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"config file {path}: its base: chain is a cycle ({cycle})")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -194,7 +197,7 @@ def read_yaml(path: str | Path) -> dict:
     if base is not None:  # `base: other.yaml` (relative to this file): start from it
         if not isinstance(base, str):
             raise ConfigError(f"config file {path}: base={base!r} must be a file name")
-        data = _merge(read_yaml(path.parent / base), data)
+        data = _merge(read_yaml(path.parent / base, (*_chain, path.resolve())), data)
     return data
 
 

@@ -99,6 +99,12 @@ def row_to_prompt(row: dict, where: str) -> Prompt:
         raise DataError(f"{where}: expected a JSON object per record, got {type(row).__name__}")
     key = next((k for k in _PROMPT_FIELDS if row.get(k) is not None), None)
     if key is None:
+        nulls = [k for k in _PROMPT_FIELDS if k in row]
+        if nulls:  # the field is there, empty: "no prompt field" would contradict "found"
+            raise DataError(
+                f"{where}: the prompt field '{nulls[0]}' is null; expected a non-empty string "
+                "or a list of chat messages"
+            )
         raise DataError(
             f"{where}: no prompt field; expected one of {', '.join(_PROMPT_FIELDS)} "
             f"(found: {', '.join(map(str, row)) or 'nothing'})"
@@ -392,3 +398,35 @@ class PromptStream:
                 seen.add(key(i))
                 out.append(i)
         return out
+
+
+def check_fits_positions(
+    sets: list[EncodedPrompts | None],
+    max_new_tokens: int,
+    max_positions: int | None,
+    max_prompt_tokens: int,
+    log,
+) -> None:
+    """Every kept prompt plus `rollout.max_new_tokens` must fit the model's positions: past
+    them a rollout or validation fails deep inside the model (an IndexError), or, with rotary
+    embeddings, silently degrades. A limit that only the configured maximum would cross is a
+    warning: no prompt of this data set reaches it yet."""
+    if not max_positions:
+        return
+    longest = max((len(t) for enc in sets if enc is not None for t in enc.token_ids), default=0)
+    if longest + max_new_tokens > max_positions:
+        raise DataError(
+            f"the longest prompt has {longest} tokens; with rollout.max_new_tokens="
+            f"{max_new_tokens} that is {longest + max_new_tokens} positions, over the model's "
+            f"{max_positions} (max_position_embeddings / n_positions): keep data.max_prompt_tokens "
+            f"+ rollout.max_new_tokens <= {max_positions}, e.g. data.max_prompt_tokens="
+            f"{max(max_positions - max_new_tokens, 0)} or rollout.max_new_tokens="
+            f"{max(max_positions - longest, 0)}"
+        )
+    if max_prompt_tokens + max_new_tokens > max_positions:
+        log.info(
+            f"warning: data.max_prompt_tokens={max_prompt_tokens} + rollout.max_new_tokens="
+            f"{max_new_tokens} exceeds the model's {max_positions} positions; the prompts here "
+            f"fit (longest {longest} tokens), but longer ones would fail: lower "
+            f"data.max_prompt_tokens to {max(max_positions - max_new_tokens, 0)}"
+        )

@@ -15,6 +15,8 @@ from e3rl.config import ConfigError
 # Test hook: comma-separated step numbers whose update loss is replaced by NaN (see policy_update).
 NAN_STEPS_ENV = "E3RL_TEST_NAN_STEPS"
 
+EXPECTED_REWARD_SIGNATURE = "fn(response: str, answer: str, **info) -> float"
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. trainer.max_bad_steps skipped updates in a row)."""
@@ -111,4 +113,29 @@ def stop_message(signame: str, step: int, saved_at: int | None) -> str:
     return (
         f"{signame}: stopped at step {step}, whose update was skipped (non-finite), so the "
         f"newest checkpoint is from step {saved_at}; resume with --resume"
+    )
+
+
+def check_rewards_scored(
+    reward, calls: int, step: int, fn_name: str, saved_at: int | None, run_dir: Path
+) -> None:
+    """Stops the run (TrainingError) when every reward call of `step` raised or timed out.
+
+    Such a step has no signal to learn from, and the usual cause (a function that cannot work,
+    e.g. the wrong signature) fails every later step the same way; a partial failure is counted
+    and logged, and the run goes on.
+    """
+    if calls == 0 or reward.errors + reward.timeouts < calls:
+        return
+    why = reward.samples[0]["error"] if reward.samples else "unknown"
+    where = (
+        f"the newest checkpoint is {run_dir / ckpt.CKPT_DIR / f'step-{saved_at:06d}'}"
+        if saved_at is not None
+        else "no checkpoint was written"
+    )
+    raise TrainingError(
+        f"step {step}: all {calls} calls of reward.fn={fn_name!r} failed "
+        f"({reward.errors} raised, {reward.timeouts} timed out), e.g. {why}; a reward function "
+        f"must be {EXPECTED_REWARD_SIGNATURE} and finish within reward.timeout. Nothing of "
+        f"step {step} was trained or logged; {where}"
     )

@@ -203,3 +203,13 @@ def load_policy(cfg: ModelConfig, task_cfg, seed: int):
     # float32 whatever model.dtype says: these are the master weights the optimizer updates;
     # model.dtype=bfloat16 is the compute dtype of the forward passes (e3rl.precision).
     return model.to(torch.float32), tokenizer
+
+
+def max_positions(model) -> int | None:
+    """The longest sequence (prompt + response) the model accepts, if its config says."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -136,12 +136,37 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def check_resume_config(run_dir: Path, cfg: Config, force: bool, log) -> None:
+def check_resume_config(
+    run_dir: Path, cfg: Config, force: bool, log, checkpoint: Path | None = None
+) -> None:
+    """Refuses (unless `force`) a resume whose config differs from the run's, beyond the keys
+    that cannot change what it computes. The run's config is `config.yaml`; without that file,
+    the one every checkpoint holds (said in the log)."""
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        old = _read_run_config(path)
+    elif checkpoint is not None:
+        old = _checkpoint_config(checkpoint)
+        if old is None:
+            return
+        path = checkpoint / "state.json"
+        log.info(f"{run_dir / 'config.yaml'} is missing: checking against the config in {path}")
+    else:
+        return
+    changed = [k for k in diff_keys(old, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
+    if not changed:
+        return
+    if not force:
+        raise ResumeError(
+            f"config changed since {path} was written: {', '.join(changed)}; resuming would mix "
+            "two runs. Use the same config, a new trainer.output_dir, or --resume-force"
+        )
+    log.info(f"--resume-force: resuming although {', '.join(changed)} changed")
+
+
+def _read_run_config(path: Path) -> dict:
     import yaml
 
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -154,12 +179,53 @@ def check_resume_config(run_dir: Path, cfg: Config, force: bool, log) -> None:
             f"{path} is corrupt (not a mapping); it records the run's config for --resume: "
             "restore it or use a new trainer.output_dir"
         )
-    changed = [k for k in diff_keys(old, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
-    if not changed:
-        return
-    if not force:
-        raise ResumeError(
-            f"config changed since {path} was written: {', '.join(changed)}; resuming would mix "
-            "two runs. Use the same config, a new trainer.output_dir, or --resume-force"
-        )
-    log.info(f"--resume-force: resuming although {', '.join(changed)} changed")
+    return old
+
+
+def _checkpoint_config(checkpoint: Path) -> dict | None:
+    """The config saved in a checkpoint's state.json (None if unreadable: restoring says why)."""
+    try:
+        saved = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    config = saved.get("config") if isinstance(saved, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def apply_optim_config(optimizer, scheduler, cfg: Config, log) -> None:
+    """After restoring: optimizer settings changed under --resume-force take effect.
+
+    `load_state_dict` brings back the checkpoint's lr, betas and weight decay, and the
+    scheduler's `base_lrs` (its lr before the schedule's factor): left alone, the old lr would
+    go on although config.yaml records the new one. The schedule's factor comes from this
+    config's schedule, from the first resumed step on. Unchanged settings are left exactly as
+    restored.
+    """
+    o = cfg.optim
+    changed = []
+    if any(base != o.lr for base in scheduler.base_lrs):
+        changed.append(f"optim.lr {scheduler.base_lrs[0]:g} -> {o.lr:g}")
+        scheduler.base_lrs = [o.lr] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = o.lr
+    # The lr of the next step, as LambdaLR computes it (base * factor, bit for bit): differs from
+    # the restored one only when the lr or the schedule (optim.schedule, optim.warmup_steps,
+    # trainer.total_steps) changed.
+    lrs = [
+        base * fn(scheduler.last_epoch)
+        for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    now = [g["lr"] for g in optimizer.param_groups]
+    if lrs != now:
+        changed.append(f"the lr of step {scheduler.last_epoch + 1} {now[0]:g} -> {lrs[0]:g}")
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = list(lrs)
+    for key, value in (("betas", tuple(o.betas)), ("weight_decay", o.weight_decay)):
+        old = optimizer.param_groups[0].get(key)
+        if old is not None and (tuple(old) if key == "betas" else old) != value:
+            changed.append(f"optim.{key} {old} -> {value}")
+            for group in optimizer.param_groups:
+                group[key] = value
+    if changed:
+        log.info(f"resuming: the optimizer now uses {', '.join(changed)}")

@@ -67,6 +67,22 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def interleaved_at(steps: list[float]) -> int | None:
+    """Index of the first step that no single writer could have logged, or None.
+
+    One run logs steps 1, 2, 3, ...; a resumed one may go back to its checkpoint and log the
+    steps after it again, one by one. Two runs writing at once jump back and forth instead:
+    a jump ahead while steps are being logged again (1, 2, 1, 3), or back again, gives them away.
+    """
+    high = None  # highest step logged so far
+    for i in range(1, len(steps)):
+        prev, cur = steps[i - 1], steps[i]
+        high = prev if high is None else max(high, prev)
+        if prev < high and cur != prev + 1:  # re-logging: must go on one by one
+            return i
+    return None
+
+
 def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Parse metrics.jsonl, skipping unparseable lines and keeping the last record of each step.
 
@@ -79,6 +95,7 @@ def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
     by_step: dict[Any, dict[str, Any]] = {}
     unstepped: list[dict[str, Any]] = []
     bad = 0
+    order: list[float] = []  # steps in the order written, to tell a resume from two writers
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
             continue
@@ -92,8 +109,16 @@ def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
         elif as_float(row.get("step")) is None:
             unstepped.append(row)
         else:
+            order.append(as_float(row["step"]))
             by_step.pop(row["step"], None)  # re-insert so that order follows the last write
             by_step[row["step"]] = row
+    at = interleaved_at(order)
+    if at is not None:
+        raise ValueError(
+            f"{path}: the steps are interleaved (record {at + 1} is step {order[at]:g} after "
+            f"{', '.join(f'{s:g}' for s in order[max(at - 3, 0) : at])}): two runs wrote this "
+            "directory at once, and its metrics mix them; rerun it into a fresh directory"
+        )
     rows = sorted(by_step.values(), key=lambda r: r["step"]) + unstepped
     if bad:
         warnings.warn(f"{path}: skipped {bad} unparseable line(s)", stacklevel=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from e3rl.config import Config
+from e3rl.config import Config, ConfigError
 from e3rl.data import parse_source
 from e3rl.precision import compute_dtype
 from e3rl.rewards import RewardRunner, resolve_reward
@@ -19,6 +19,11 @@ def resolve_device(name: str) -> torch.device:
     """``trainer.device``: 'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.device={name!r}, but this torch {torch.__version__} sees no CUDA device "
+            "(a CPU-only build, or no GPU visible): use trainer.device=cpu or auto"
+        )
     return torch.device(name)
 
 

@@ -28,6 +28,7 @@ from e3rl.data import (
     DataError,
     EncodedPrompts,
     PromptStream,
+    check_fits_positions,
     encode_prompts,
     load_source,
 )
@@ -35,16 +36,18 @@ from e3rl.evaluate import evaluate
 from e3rl.guards import (
     BadSteps,
     StopOnSignal,
+    check_rewards_scored,
     nan_steps_from_env,
     report_bad_step,
     stop_message,
 )
 from e3rl.killpoints import kill_point
 from e3rl.lora import add_lora, merged, trainable_parameters
-from e3rl.models import load_policy
+from e3rl.models import load_policy, max_positions
 from e3rl.optim import implementation_of, make_optimizer, set_implementation
 from e3rl.precision import compute_dtype
 from e3rl.resume import (
+    apply_optim_config,
     check_fresh_start,
     check_resume_config,
     load_checkpoint_adapters,
@@ -54,6 +57,7 @@ from e3rl.resume import (
     stopped_summary,
 )
 from e3rl.rollout.base import closing_engine
+from e3rl.runlock import run_lock
 from e3rl.runlog import RunLogger
 from e3rl.runtime import make_engine, make_reward, resolve_device
 from e3rl.tensors import masked_mean
@@ -73,8 +77,9 @@ def _make_scheduler(optimizer, cfg: Config):
         if step < o.warmup_steps:
             return (step + 1) / o.warmup_steps
         progress = min((step - o.warmup_steps) / max(total - o.warmup_steps, 1), 1.0)
-        if o.schedule == "cosine":
-            return 0.5 * (1 + np.cos(np.pi * progress))
+        if o.schedule == "cosine":  # float(): a numpy scalar in the scheduler's state would make
+            # optim.pt unloadable with weights_only=True (exact for np.float64)
+            return float(0.5 * (1 + np.cos(np.pi * progress)))
         if o.schedule == "linear":
             return 1.0 - progress
         return 1.0
@@ -183,8 +188,16 @@ def train(
 
     SIGINT/SIGTERM stop it gracefully: the current step finishes, a checkpoint is written, no
     final model, and the summary says `stopped`. `trainer.max_bad_steps` skipped updates in a row
-    raise `TrainingError`, with the newest checkpoint from before the problem.
+    raise `TrainingError`, with the newest checkpoint from before the problem. The run directory
+    is locked for the whole run (`e3rl.runlock`): a second run on it fails at once.
     """
+    with run_lock(Path(cfg.trainer.output_dir)) as lock_note:
+        return _train(cfg, resume, resume_force, quiet, lock_note)
+
+
+def _train(
+    cfg: Config, resume: bool, resume_force: bool, quiet: bool, lock_note: str | None
+) -> dict[str, Any]:
     t_start = time.perf_counter()
     run_dir = Path(cfg.trainer.output_dir)
     if cfg.trainer.threads:
@@ -194,12 +207,14 @@ def train(
     if not resume:
         check_fresh_start(run_dir)
     log = RunLogger(run_dir, quiet=quiet, tensorboard=cfg.trainer.tensorboard)
+    if lock_note:
+        log.info(lock_note)
     found = ckpt.list_checkpoints(run_dir) if resume else []
     latest = found[-1] if found else None
     if resume and latest is None:
         log.info(f"no checkpoint in {run_dir}: starting from scratch")
     if latest is not None:
-        check_resume_config(run_dir, cfg, resume_force, log)
+        check_resume_config(run_dir, cfg, resume_force, log, latest)
     dump_yaml(cfg, run_dir / "config.yaml")
 
     # ---- model, data, reward
@@ -216,6 +231,13 @@ def train(
             )
     model.to(device)
     train_set, val_set = load_data(cfg, tokenizer, log)
+    check_fits_positions(
+        [train_set, val_set],
+        cfg.rollout.max_new_tokens,
+        max_positions(model),
+        cfg.data.max_prompt_tokens,
+        log,
+    )
     reward = make_reward(cfg, cfg.data.train)
     # The KL reference is the initial policy: with LoRA, the same model with its adapters off.
     ref_model = (
@@ -258,6 +280,7 @@ def train(
         restore(latest, optimizer, scheduler, sampler, control, batches, state)
         # load_state_dict takes fused/foreach from the checkpoint: keep what this machine chose.
         set_implementation(optimizer, impl)
+        apply_optim_config(optimizer, scheduler, cfg, log)
     if resume:  # rows past the checkpoint (all rows, without one) come again: drop them
         log.truncate(state["step"])
     if latest is not None:
@@ -352,6 +375,7 @@ def train(
             raw = reward(
                 r.texts, [prompts[i].answer for i in owner], [prompts[i].meta for i in owner]
             )
+            check_rewards_scored(reward, len(raw), step, cfg.reward.fn, saved_at, run_dir)
             shaped, method = control.observe(
                 [plan.prompt_ids[i] for i in owner],
                 raw,

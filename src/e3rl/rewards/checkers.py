@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import re
 from collections.abc import Callable
@@ -83,6 +84,18 @@ def math_reward(response: str, answer: str, **_: object) -> float:
     return float(verify(gold, pred, timeout_seconds=None))
 
 
+def _warm_up_math() -> None:
+    """Imports math-verify and builds its parsers once, so that the first timed call does not pay
+    for them (seconds under load: enough to time out the first calls of a run)."""
+    from math_verify import parse, verify
+
+    verify(parse("\\boxed{1}", parsing_timeout=None), parse("1", parsing_timeout=None))
+
+
+# RewardRunner's worker calls a checker's `warm_up` before its first timed call.
+math_reward.warm_up = _warm_up_math  # type: ignore[attr-defined]
+
+
 def arith_reward(response: str, answer: str, **_: object) -> float:
     return arith.score(response, answer)
 
@@ -114,4 +127,24 @@ def resolve_reward(name: str, task: str | None = None) -> RewardFn:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"reward.fn={name!r}: module {module_name!r} has no function {attr!r}")
+    _check_signature(name, fn)
     return fn
+
+
+def _check_signature(name: str, fn) -> None:
+    """A function that cannot take (response, answer) would fail on every call: say so now.
+
+    Only what is certain is checked: required parameters past the first two may be filled by a
+    prompt's info (e.g. `level`); whether they are is seen on the first step.
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: nothing to check
+        return
+    try:
+        sig.bind_partial("response", "answer")
+    except TypeError as e:
+        raise ValueError(
+            f"reward.fn={name!r}: {getattr(fn, '__name__', fn)}{sig} cannot be called as "
+            f"fn(response: str, answer: str, **info) -> float ({e})"
+        ) from None

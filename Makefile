@@ -98,5 +98,14 @@ verl-venv: $(VERL_VENV)/.installed
 test-verl: $(VERL_VENV)/.installed
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VERL_BIN)/python -m pytest -q -m slow tests/integrations
 
+# The GPU check (docs/gpu_check.md): the wheels of e3rl's deps that the lent GPU machines lack, into
+# the gitignored .whl/ (carry [".whl"] in the device call); checks the carry size stays < 48 MiB.
+.PHONY: gpu-wheels gpu-check-dry
+gpu-wheels:
+	PY=$(PY) bash scripts/gpu_wheels.sh
+
+gpu-check-dry:
+	GPU_CHECK_PYTHON=$(PY) bash scripts/gpu_check.sh --dry-run
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

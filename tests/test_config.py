@@ -105,6 +105,19 @@ def test_demo_yaml_matches_the_embedded_demo(tmp_path):
     assert yaml_cfg == demo_config(tmp_path)
 
 
+def test_e3rl_yaml_matches_the_demos_method_arm(tmp_path):
+    from pathlib import Path
+
+    from e3rl.demo import demo_config
+
+    yaml_cfg = load_config(
+        Path(__file__).parents[1] / "configs" / "e3rl.yaml", [f"trainer.output_dir={tmp_path}"]
+    )
+    assert yaml_cfg == demo_config(tmp_path, arm="e3rl")
+    assert yaml_cfg.budget.allocator == "value"
+    assert yaml_cfg.rollout.temperature_control == "entropy"
+
+
 def test_readme_documents_every_key():
     from pathlib import Path
 

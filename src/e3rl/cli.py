@@ -41,7 +41,9 @@ def _train(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from e3rl.demo import run_demo
 
-    summary = run_demo(Path(args.output_dir), args.args, quiet=args.quiet)
+    summary = run_demo(
+        Path(args.output_dir), args.args, quiet=args.quiet, baseline=not args.no_baseline
+    )
     return EXIT_STOPPED if summary.get("stopped") else EXIT_OK
 
 
@@ -95,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_train)
 
-    d = sub.add_parser("demo", help="warm-started tiny model, RL on arithmetic, before/after")
+    d = sub.add_parser(
+        "demo", help="e3rl's method vs uniform GRPO on a tiny model and arithmetic, before/after"
+    )
     d.add_argument("--output-dir", default="runs/demo")
+    d.add_argument(
+        "--no-baseline", action="store_true", help="the method only, not uniform GRPO beside it"
+    )
     d.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_demo)

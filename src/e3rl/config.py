@@ -116,6 +116,8 @@ class TaskConfig:
     """Difficulty levels to generate (see e3rl.tasks.arith for what each level is)."""
     worked_fraction: float = 0.5
     """Share of multi-step warm-start examples that show the worked steps (the rest answer directly)."""
+    worked_prior: float | None = None
+    """Share of worked answers among the first response tokens the warm start trains on (the base's prior for working a problem out); None = worked_fraction. Below worked_fraction, the base learns to execute worked answers from many examples but seldom opens one: its first token's loss is dropped on some worked examples."""
     train_size: int = 3000
     """Training prompts generated (spread evenly over the levels)."""
     val_size: int = 300
@@ -130,6 +132,13 @@ class TaskConfig:
         _require(
             0 <= self.worked_fraction <= 1, "worked_fraction", self.worked_fraction, "in [0, 1]"
         )
+        if self.worked_prior is not None:
+            _require(
+                0 <= self.worked_prior <= self.worked_fraction,
+                "worked_prior",
+                self.worked_prior,
+                f"None or in [0, worked_fraction = {self.worked_fraction}]",
+            )
 
 
 @dataclass

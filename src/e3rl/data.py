@@ -354,38 +354,6 @@ class Batches:
         return order[start : start + self.batch_size].tolist(), new_epoch
 
 
-def check_fits_positions(
-    sets: list[EncodedPrompts | None],
-    max_new_tokens: int,
-    max_positions: int | None,
-    max_prompt_tokens: int,
-    log,
-) -> None:
-    """Every kept prompt plus `rollout.max_new_tokens` must fit the model's positions: past
-    them a rollout or validation fails deep inside the model (an IndexError), or, with rotary
-    embeddings, silently degrades. A limit that only the configured maximum would cross is a
-    warning: no prompt of this data set reaches it yet."""
-    if not max_positions:
-        return
-    longest = max((len(t) for enc in sets if enc is not None for t in enc.token_ids), default=0)
-    if longest + max_new_tokens > max_positions:
-        raise DataError(
-            f"the longest prompt has {longest} tokens; with rollout.max_new_tokens="
-            f"{max_new_tokens} that is {longest + max_new_tokens} positions, over the model's "
-            f"{max_positions} (max_position_embeddings / n_positions): keep data.max_prompt_tokens "
-            f"+ rollout.max_new_tokens <= {max_positions}, e.g. data.max_prompt_tokens="
-            f"{max(max_positions - max_new_tokens, 0)} or rollout.max_new_tokens="
-            f"{max(max_positions - longest, 0)}"
-        )
-    if max_prompt_tokens + max_new_tokens > max_positions:
-        log.info(
-            f"warning: data.max_prompt_tokens={max_prompt_tokens} + rollout.max_new_tokens="
-            f"{max_new_tokens} exceeds the model's {max_positions} positions; the prompts here "
-            f"fit (longest {longest} tokens), but longer ones would fail: lower "
-            f"data.max_prompt_tokens to {max(max_positions - max_new_tokens, 0)}"
-        )
-
-
 @dataclass
 class PromptStream:
     """The epochs of :class:`Batches` one prompt at a time, for steps that offer a varying number
@@ -430,3 +398,35 @@ class PromptStream:
                 seen.add(key(i))
                 out.append(i)
         return out
+
+
+def check_fits_positions(
+    sets: list[EncodedPrompts | None],
+    max_new_tokens: int,
+    max_positions: int | None,
+    max_prompt_tokens: int,
+    log,
+) -> None:
+    """Every kept prompt plus `rollout.max_new_tokens` must fit the model's positions: past
+    them a rollout or validation fails deep inside the model (an IndexError), or, with rotary
+    embeddings, silently degrades. A limit that only the configured maximum would cross is a
+    warning: no prompt of this data set reaches it yet."""
+    if not max_positions:
+        return
+    longest = max((len(t) for enc in sets if enc is not None for t in enc.token_ids), default=0)
+    if longest + max_new_tokens > max_positions:
+        raise DataError(
+            f"the longest prompt has {longest} tokens; with rollout.max_new_tokens="
+            f"{max_new_tokens} that is {longest + max_new_tokens} positions, over the model's "
+            f"{max_positions} (max_position_embeddings / n_positions): keep data.max_prompt_tokens "
+            f"+ rollout.max_new_tokens <= {max_positions}, e.g. data.max_prompt_tokens="
+            f"{max(max_positions - max_new_tokens, 0)} or rollout.max_new_tokens="
+            f"{max(max_positions - longest, 0)}"
+        )
+    if max_prompt_tokens + max_new_tokens > max_positions:
+        log.info(
+            f"warning: data.max_prompt_tokens={max_prompt_tokens} + rollout.max_new_tokens="
+            f"{max_new_tokens} exceeds the model's {max_positions} positions; the prompts here "
+            f"fit (longest {longest} tokens), but longer ones would fail: lower "
+            f"data.max_prompt_tokens to {max(max_positions - max_new_tokens, 0)}"
+        )

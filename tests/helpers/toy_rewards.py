@@ -1,5 +1,6 @@
 """Reward functions used by the tests through `reward.fn=toy_rewards:NAME`."""
 
+import time
 import zlib
 
 
@@ -90,4 +91,29 @@ def raises_on_odd(response: str, answer: str, **info) -> float:
     """Fails on about half the calls (odd checksum), scores 1 on the others."""
     if zlib.crc32(response.encode()) % 2:
         raise RuntimeError("odd")
+    return 1.0
+
+
+_READY: list[bool] = []
+
+
+def _slow_setup() -> None:
+    """Stands in for a heavy import (math-verify's sympy): 1.5 s, once per process."""
+    if not _READY:
+        time.sleep(1.5)
+        _READY.append(True)
+
+
+def slow_first_call(response: str, answer: str, **info) -> float:
+    """Pays `_slow_setup` on its first call unless it was warmed up."""
+    _slow_setup()
+    return 1.0
+
+
+slow_first_call.warm_up = _slow_setup
+
+
+def slow_first_call_cold(response: str, answer: str, **info) -> float:
+    """`slow_first_call` without the warm-up hook (the control)."""
+    _slow_setup()
     return 1.0

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e3rl.rollout.hf import HFEngine
+from e3rl.rollout.hf import HFEngine, sample_tokens
 from e3rl.update import response_logits
 
 
@@ -176,3 +176,24 @@ def test_skipping_an_all_ones_mask_gives_identical_rollouts(tiny, temperature):
         assert torch.equal(getattr(a, name), getattr(b, name))
     if temperature == 1.0:
         assert torch.equal(a.entropy, a.entropy_t1)
+
+
+def test_sample_tokens_draws_on_the_generator_device(monkeypatch):
+    """The trainer's sampler is a CPU generator; with the policy on CUDA, torch refuses a CUDA
+    draw from it, so the uniforms must be drawn on the generator's device. Emulated here with
+    torch's check on every draw and the probabilities on the meta device."""
+    import e3rl.rollout.hf as hf
+
+    real_rand = torch.rand
+
+    def strict_rand(*args, generator=None, device=None, **kw):
+        want = torch.device(device or "cpu").type
+        if generator is not None and generator.device.type != want:
+            raise RuntimeError(f"Expected a '{want}' device type for generator but found 'cpu'")
+        return real_rand(*args, generator=generator, device=device, **kw)
+
+    monkeypatch.setattr(hf.torch, "rand", strict_rand)
+    probs = torch.tensor([[0.25, 0.75], [1.0, 0.0]])
+    tok = sample_tokens(probs.to("meta"), torch.Generator().manual_seed(0))
+    assert tok.device.type == "meta" and tok.shape == (2,)
+    assert sample_tokens(probs, torch.Generator().manual_seed(0))[1] == 0  # and on CPU as before

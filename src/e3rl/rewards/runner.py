@@ -199,6 +199,10 @@ def _worker_main(conn, fn: RewardFn, timeout: float) -> None:
     _die_with_parent()
     # math-verify warns that its own timeouts are off: they are, on purpose (we time the call).
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    warm_up = getattr(fn, "warm_up", None)
+    if callable(warm_up):  # within STARTUP_TIMEOUT, not the per-call limit
+        with contextlib.suppress(Exception):
+            warm_up()
     conn.send(("ready", None))
     while True:
         try:

@@ -27,12 +27,15 @@ def sample_tokens(probs: torch.Tensor, generator: torch.Generator | None = None)
     draws an exponential variate for every vocabulary entry: about 10x slower at V = 384 and 20x
     at 49,152 (benchmarks/decode_kernels.py). A zero-probability token is never drawn: its
     cumulative value equals its predecessor's, and the search returns the first entry above the
-    uniform."""
+    uniform.
+
+    The uniforms are drawn on the generator's device and moved to `probs`': the trainer's sampler
+    is a CPU generator, which torch refuses for a CUDA draw ("Expected a 'cuda' device type for
+    generator"); drawing on it also keeps one seed's samples the same on CPU and GPU."""
     cdf = probs.cumsum(-1)
-    u = (
-        torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
-        * cdf[:, -1:]
-    )
+    draw_on = generator.device if generator is not None else probs.device
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=draw_on, dtype=cdf.dtype)
+    u = u.to(probs.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 

@@ -1,0 +1,532 @@
+"""Learning parity with TRL: TRL 1.16's GRPOTrainer and e3rl's uniform GRPO from one base model.
+
+    make bench-trl-venv                                   # once: .venv-bench with TRL
+    .venv-bench/bin/python benchmarks/trl_parity.py --base BASE_DIR --jobs 2
+    .venv-bench/bin/python benchmarks/trl_parity.py --base BASE_DIR --summary-only
+    # the demo's own base (built into $E3RL_CACHE on first use, ~4 min on 2 cores):
+    .venv-bench/bin/python benchmarks/trl_parity.py --build-base BASE_DIR
+
+Every run starts from the same base model directory (`--base`: any HF directory with its
+tokenizer; keep it fixed across arms) and trains on the demo's task with the demo's settings:
+16 prompts x 8 completions per step, `--steps` steps (300), AdamW lr 5e-5 with betas (0.9, 0.99)
+and no weight decay, 10 linear warm-up steps then cosine decay, gradient norm clipped at 1, 36
+new tokens at temperature 1, no KL, token-mean loss over the step's 128 completions, advantages
+(r - mean) / std over each group of 8, float32, `--threads` torch threads (1). One optimizer step
+per step in both (TRL: per-device batch 128, generation batch 128, gradient accumulation 1,
+num_iterations 1).
+
+Arms (`ARMS`): `trl` (GRPOTrainer, its defaults otherwise: loss_type dapo = token-mean over the
+batch, scale_rewards group, top_k 0, top_p 1), `e3rl` (the demo config, uniform budget) and
+`e3rl-trlsched` (e3rl with TRL's schedule and advantage epsilon: warm-up from lr 0,
+algo.adv_eps 1e-4), the two known differences switched off.
+
+Each final model gets the same evaluation with e3rl's evaluator on the demo's 300 held-out
+prompts: greedy accuracy (overall and per level) and mean@8 at temperature 1 (8 samples per
+prompt, the sampler seeded by the run's seed, identical across arms). One JSON per (arm, seed) in
+`--out` (default benchmarks/results/trl_parity/), with per-prompt greedy correctness for paired
+comparison; a run whose JSON exists is skipped, so an interrupted suite resumes. `summary.md`
+holds the per-seed table, per-level accuracy, and paired differences between arms with 95 %
+bootstrap intervals (prompts resampled, the same draw for every seed; seeds averaged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results" / "trl_parity"
+WORK = ROOT / "runs" / "trl_parity"
+
+STEPS = 300
+LR = 5e-5
+WARMUP = 10
+BETAS = (0.9, 0.99)
+N = 8
+PROMPTS = 16
+MAX_NEW = 36
+EVAL_N = 8
+
+# e3rl arms: overrides on top of the demo config (model.path and the seed are set per run).
+ARMS: dict[str, list[str]] = {
+    "trl": [],  # not an e3rl arm: GRPOTrainer
+    "e3rl": [],
+    "e3rl-trlsched": ["algo.adv_eps=1e-4", "+lr_from_zero"],
+}
+
+
+# ----------------------------------------------------------------------------- base model
+
+
+def build_base(target: Path) -> None:
+    """Writes the demo's warm-started base (trainer.seed 0, as `e3rl demo` builds it) to `target`."""
+    import torch
+
+    from e3rl.demo import demo_config
+    from e3rl.models import load_policy
+
+    cfg = demo_config(target / "_unused")
+    torch.set_num_threads(cfg.trainer.threads)
+    model, tok = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
+    model.save_pretrained(target)
+    tok.save_pretrained(target)
+    print(f"base model written to {target}")
+
+
+def demo_task():
+    from e3rl.demo import demo_config
+
+    return demo_config(Path("_unused")).task
+
+
+def load_model(path: Path):
+    from e3rl.models import load_pretrained
+
+    model, tok = load_pretrained(path)
+    return model, tok
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_model(model_dir: Path, seed: int, threads: int) -> dict:
+    """Greedy accuracy (overall, per level, per prompt) and mean@8 at T = 1 on the demo's val set."""
+    import torch
+
+    from e3rl.data import encode_prompts, load_source
+    from e3rl.evaluate import evaluate
+    from e3rl.rewards import RewardRunner, resolve_reward
+    from e3rl.rollout.hf import HFEngine
+
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir)
+    task = demo_task()
+    val = encode_prompts(load_source("arith:val", task), tok, 512)
+    engine = HFEngine(model, tok, generator=torch.Generator().manual_seed(10_000 + seed))
+    reward = RewardRunner(resolve_reward("auto", "arith"), 5.0)
+    res = evaluate(engine, val.prompts, val.token_ids, reward, MAX_NEW, n=EVAL_N, temperature=1.0)
+    return {
+        "greedy_accuracy": res["greedy_accuracy"],
+        "mean_at_8": res["mean_at_n"],
+        "by_level": {k: v["correct"] for k, v in res["by_group"].get("level", {}).items()},
+        "items": [
+            {
+                "id": i["id"],
+                "level": i.get("level"),
+                "correct": bool(i["correct"]),
+                "response": i["response"],
+                "mean_at_n": i.get("mean_at_n"),
+            }
+            for i in res["items"]
+        ],
+    }
+
+
+# ----------------------------------------------------------------------------- the arms
+
+
+def run_e3rl(arm: str, base: Path, seed: int, steps: int, threads: int, run_dir: Path) -> dict:
+    from e3rl.demo import demo_config
+    from e3rl.trainer import train
+
+    flags = [o for o in ARMS[arm] if o.startswith("+")]
+    overrides = [o for o in ARMS[arm] if not o.startswith("+")]
+    cfg = demo_config(
+        run_dir,
+        [
+            f"model.path={base}",
+            "model.warm_start.steps=0",
+            f"trainer.seed={seed}",
+            f"trainer.total_steps={steps}",
+            f"trainer.threads={threads}",
+            "trainer.eval_every=0",
+            "trainer.save_every=0",
+            "data.val=null",  # evaluated once after training, as the TRL arm
+            *overrides,
+        ],
+    )
+    if "+lr_from_zero" in flags:
+        _patch_schedule_from_zero()
+    summary = train(cfg, quiet=True)
+    curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "final_dir": summary["final_dir"],
+        "curve": [
+            {
+                k: r.get(k)
+                for k in ("step", "reward_mean", "entropy", "grad_norm", "clip_frac", "lr")
+            }
+            for r in curve
+            if "step" in r
+        ],
+    }
+
+
+def _patch_schedule_from_zero() -> None:
+    """transformers' warm-up: lr = lr * step / warmup, so the first step has lr 0 (e3rl's starts
+    at lr / warmup). Patched into e3rl's trainer for this arm only."""
+    import numpy as np
+    import torch
+
+    import e3rl.train.run as T  # build_run looks make_scheduler up here
+
+    def make(optimizer, cfg):
+        o, total = cfg.optim, max(cfg.trainer.total_steps, 1)
+
+        def factor(step: int) -> float:
+            if step < o.warmup_steps:
+                return step / o.warmup_steps
+            progress = min((step - o.warmup_steps) / max(total - o.warmup_steps, 1), 1.0)
+            return 0.5 * (1 + np.cos(np.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    T.make_scheduler = make
+
+
+def run_trl(base: Path, seed: int, steps: int, threads: int, run_dir: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from e3rl.data import load_source, render
+    from e3rl.rewards import resolve_reward
+
+    torch.set_num_threads(threads)
+    model, tok = load_model(base)
+    train_set = load_source("arith:train", demo_task())
+    texts = [render(p, tok) for p in train_set]
+    # TRL tokenises with add_special_tokens=True; e3rl without. They must give the same ids.
+    for t in texts[:50]:
+        if tok(t)["input_ids"] != tok(t, add_special_tokens=False)["input_ids"]:
+            raise RuntimeError(f"TRL would tokenise {t!r} differently from e3rl")
+    score = resolve_reward("auto", "arith")
+
+    def reward(completions, answer, **_):
+        return [float(score(c, a)) for c, a in zip(completions, answer, strict=True)]
+
+    curve: list[dict] = []
+
+    class Curve(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "reward" in logs:
+                curve.append(
+                    {
+                        "step": state.global_step,
+                        "reward_mean": logs.get("reward"),
+                        "entropy": logs.get("entropy"),
+                        "grad_norm": logs.get("grad_norm"),
+                        "clip_frac": logs.get("clip_ratio/region_mean"),
+                        "lr": logs.get("learning_rate"),
+                    }
+                )
+
+    batch = PROMPTS * N
+    cfg = GRPOConfig(
+        output_dir=str(run_dir / "trl"),
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        num_generations=N,
+        num_iterations=1,
+        max_completion_length=MAX_NEW,
+        temperature=1.0,
+        beta=0.0,
+        loss_type="dapo",  # token-mean over the step's completions (TRL's default)
+        scale_rewards="group",
+        learning_rate=LR,
+        lr_scheduler_type="cosine",
+        warmup_steps=WARMUP,
+        adam_beta1=BETAS[0],
+        adam_beta2=BETAS[1],
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=seed,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=cfg,
+        train_dataset=Dataset.from_dict({"prompt": texts, "answer": [p.answer for p in train_set]}),
+        processing_class=tok,
+        callbacks=[Curve()],
+    )
+    trainer.train()
+    final = run_dir / "final"
+    trainer.model.save_pretrained(final)
+    tok.save_pretrained(final)
+    return {"final_dir": str(final), "curve": curve}
+
+
+def run_one(arm: str, base: Path, seed: int, args) -> Path:
+    out = args.out / arm / f"seed{seed}.json"
+    run_dir = args.work / arm / f"seed{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted run starts over
+    run_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    if arm == "trl":
+        res = run_trl(base, seed, args.steps, args.threads, run_dir)
+    else:
+        res = run_e3rl(arm, base, seed, args.steps, args.threads, run_dir)
+    train_s = time.perf_counter() - t0
+    ev = evaluate_model(Path(res["final_dir"]), seed, args.threads)
+    record = {
+        "arm": arm,
+        "seed": seed,
+        "steps": args.steps,
+        "threads": args.threads,
+        "base": str(base),
+        "train_seconds": train_s,
+        **ev,
+        "curve": res["curve"],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _load(out: Path) -> dict[str, dict[int, dict]]:
+    runs: dict[str, dict[int, dict]] = {}
+    for f in sorted(out.glob("*/seed*.json")):
+        r = json.loads(f.read_text())
+        runs.setdefault(r["arm"], {})[r["seed"]] = r
+    return runs
+
+
+def paired_bootstrap(
+    a: list[list[bool]], b: list[list[bool]], draws: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean over seeds of acc(a) - acc(b), with a 95 % interval from resampling prompts (the
+    same resample for every seed: prompts are shared, seeds are paired)."""
+    import numpy as np
+
+    da = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # [seeds, prompts]
+    point = float(da.mean())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, da.shape[1], size=(draws, da.shape[1]))
+    boot = da[:, idx].mean(axis=(0, 2))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+def response_form(text: str) -> str:
+    """How a greedy response is written: 'direct' (`#15`, as the warm start answers level 1),
+    'worked' (steps before the `#`), 'no answer' (no `#` number) or 'other'."""
+    import re
+
+    t = text.strip()
+    if re.fullmatch(r"#\s*-?\d+", t):
+        return "direct"
+    if re.search(r"#\s*-?\d+", t) is None:
+        return "no answer"
+    return "worked" if "=" in t.split("#")[0] else "other"
+
+
+def seed_level_difference(a: list[float], b: list[float]) -> str:
+    """Mean of a - b over runs with a t interval from the run-to-run spread (pooled variance):
+    what the prompt bootstrap leaves out is that a whole run is up or down by chance."""
+    import statistics
+
+    d = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) + len(b) < 3 or (len(a) < 2 and len(b) < 2):
+        return f"{d:+.3f} (too few runs for a run-level interval)"
+    ss = sum((x - statistics.fmean(a)) ** 2 for x in a) + sum(
+        (x - statistics.fmean(b)) ** 2 for x in b
+    )
+    dof = len(a) + len(b) - 2
+    se = (ss / dof * (1 / len(a) + 1 / len(b))) ** 0.5
+    t975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31}.get(dof, 2.0)
+    return f"{d:+.3f} ± {t975 * se:.3f} (95 % t, {dof} dof, run-to-run sd {(ss / dof) ** 0.5:.3f})"
+
+
+def summarize(out: Path, base_eval: dict | None) -> str:
+    import numpy as np
+
+    runs = _load(out)
+    arms = [a for a in ARMS if a in runs]
+    lines = ["# Parity with TRL: greedy accuracy from one base", ""]
+    if base_eval:
+        lines.append(
+            f"Base model: greedy {base_eval['greedy_accuracy']:.3f}, mean@8 "
+            f"{base_eval['mean_at_8']:.3f}, per level "
+            + ", ".join(f"L{k} {v:.2f}" for k, v in base_eval["by_level"].items())
+            + "."
+        )
+        lines.append("")
+    seeds = sorted({s for a in arms for s in runs[a]})
+    lines += [
+        "Greedy accuracy / mean@8 at T = 1 per seed:",
+        "",
+        "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | mean greedy | mean@8 |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for a in arms:
+        g = [runs[a][s]["greedy_accuracy"] if s in runs[a] else None for s in seeds]
+        m = [runs[a][s]["mean_at_8"] for s in seeds if s in runs[a]]
+        m8 = [runs[a][s]["mean_at_8"] if s in runs[a] else None for s in seeds]
+        cells = [f"{x:.3f} / {y:.3f}" if x is not None else "–" for x, y in zip(g, m8, strict=True)]
+        have = [x for x in g if x is not None]
+        lines.append(
+            f"| {a} | " + " | ".join(cells) + f" | {np.mean(have):.3f} | {np.mean(m):.3f} |"
+        )
+    levels = {k for a in arms for r in runs[a].values() for k in r["by_level"]}
+    levels = sorted(levels | set(base_eval["by_level"] if base_eval else ()), key=int)
+    if not arms:
+        lines += ["No run has finished yet.", ""]
+    lines += [
+        "",
+        "Greedy accuracy per level (mean over seeds):",
+        "",
+        "| arm | " + " | ".join(f"L{k}" for k in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    if base_eval:
+        lines.append(
+            "| base | " + " | ".join(f"{base_eval['by_level'][k]:.3f}" for k in levels) + " |"
+        )
+    for a in arms:
+        vals = [np.mean([r["by_level"][k] for r in runs[a].values()]) for k in levels]
+        lines.append(f"| {a} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    lines += [
+        "",
+        "Level-1 greedy responses by form, all seeds pooled (count, of which wrong):",
+        "",
+        "| arm | direct | worked | no answer | other |",
+        "|---|---|---|---|---|",
+    ]
+    forms = ("direct", "worked", "no answer", "other")
+    sources = ([("base", [base_eval])] if base_eval else []) + [
+        (a, list(runs[a].values())) for a in arms
+    ]
+    for name, recs in sources:
+        count = dict.fromkeys(forms, 0)
+        wrong = dict.fromkeys(forms, 0)
+        for rec in recs:
+            for it in rec["items"]:
+                if str(it.get("level")) == "1":
+                    f = response_form(it["response"])
+                    count[f] += 1
+                    wrong[f] += not it["correct"]
+        lines.append(f"| {name} | " + " | ".join(f"{count[f]} ({wrong[f]})" for f in forms) + " |")
+    lines += [
+        "",
+        "Run-level differences of greedy accuracy (all runs of each arm):",
+        "",
+    ]
+    for i, a in enumerate(arms):
+        for b in arms[i + 1 :]:
+            ga = [r["greedy_accuracy"] for r in runs[a].values()]
+            gb = [r["greedy_accuracy"] for r in runs[b].values()]
+            lines.append(f"- {a} − {b}: {seed_level_difference(ga, gb)}")
+    lines += [
+        "",
+        "Paired differences (seeds present in both arms; 95 % bootstrap over prompts):",
+        "",
+    ]
+    for i, a in enumerate(arms):
+        for b in arms[i + 1 :]:
+            common = sorted(set(runs[a]) & set(runs[b]))
+            if not common:
+                continue
+            ca = [[it["correct"] for it in runs[a][s]["items"]] for s in common]
+            cb = [[it["correct"] for it in runs[b][s]["items"]] for s in common]
+            d, lo, hi = paired_bootstrap(ca, cb)
+            pairs = [
+                (x, y) for sa, sb in zip(ca, cb, strict=True) for x, y in zip(sa, sb, strict=True)
+            ]
+            wins = sum(x and not y for x, y in pairs)
+            losses = sum(y and not x for x, y in pairs)
+            lines.append(
+                f"- {a} − {b}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] over seeds {common}; "
+                f"prompt-seed pairs {a} right / {b} wrong: {wins}, the reverse: {losses}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=Path, help="base model directory (fixed for all arms)")
+    ap.add_argument("--build-base", type=Path, help="write the demo's base model here and exit")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own process)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--work", type=Path, default=WORK, help="run directories (final models)")
+    ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.build_base:
+        build_base(args.build_base)
+        return
+    if args.base is None or not (args.base / "config.json").is_file():
+        ap.error(f"--base {args.base} is not a model directory (no config.json)")
+    args.base = args.base.resolve()
+    if args.one:
+        run_one(args.one[0], args.base, int(args.one[1]), args)
+        return
+
+    base_json = args.out / "base.json"
+    if not args.summary_only:
+        # Seed by seed, arms side by side: with --jobs = number of arms, the runs of one seed
+        # share the machine's load.
+        todo = [
+            (a, s)
+            for s in args.seeds
+            for a in args.arms
+            if not (args.out / a / f"seed{s}.json").exists()
+        ]
+
+        def launch(job):
+            a, s = job
+            cmd = [sys.executable, __file__, "--one", a, str(s), "--base", str(args.base)]
+            cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
+            cmd += ["--out", str(args.out), "--work", str(args.work)]
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+            t = time.perf_counter()
+            rc = subprocess.run(cmd, env=env).returncode
+            print(f"{a} seed {s}: rc {rc}, {time.perf_counter() - t:.0f} s", flush=True)
+            return rc
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            rcs = list(pool.map(launch, todo))
+        if not base_json.exists():
+            ev = evaluate_model(args.base, 0, args.threads)
+            base_json.write_text(json.dumps({"base": str(args.base), **ev}, indent=1))
+        if any(rcs):
+            print(f"{sum(1 for r in rcs if r)} runs failed")
+    base_eval = json.loads(base_json.read_text()) if base_json.exists() else None
+    text = summarize(args.out, base_eval)
+    (args.out / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The statistics of benchmarks/trl_parity.py's summary, on hand-computed cases."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import trl_parity as P  # noqa: E402
+
+
+def test_paired_bootstrap_point_and_interval():
+    # seed 0: a right on prompts 0, 1; b right on prompt 1 only -> +0.25
+    # seed 1: a and b agree everywhere -> 0; the mean over seeds is +0.125
+    a = [[True, True, False, False], [True, False, False, False]]
+    b = [[False, True, False, False], [True, False, False, False]]
+    d, lo, hi = P.paired_bootstrap(a, b, draws=2000)
+    assert d == pytest.approx(0.125)
+    # resampled means of a 0/1 difference present on one prompt of 4, averaged over 2 seeds
+    assert 0.0 <= lo <= d <= hi <= 0.5
+
+
+def test_paired_bootstrap_of_identical_arms_is_exactly_zero():
+    a = [[True, False, True], [False, False, True]]
+    assert P.paired_bootstrap(a, a, draws=100) == (0.0, 0.0, 0.0)
+
+
+def test_seed_level_difference_matches_a_hand_computed_t_interval():
+    # d = 0.6 - 0.5 = 0.1; pooled variance (0.02 + 0.02) / 2 = 0.02; se = sqrt(0.02 * (1/2 + 1/2))
+    # = 0.1414; t(0.975, 2) = 4.30 -> half-width 0.608
+    text = P.seed_level_difference([0.5, 0.7], [0.4, 0.6])
+    assert text.startswith("+0.100 ± 0.608") and "2 dof" in text and "sd 0.141" in text
+    assert "too few runs" in P.seed_level_difference([0.5], [0.4])
+
+
+@pytest.mark.parametrize(
+    ("text", "form"),
+    [
+        ("#15", "direct"),
+        (" # -3 ", "direct"),
+        ("7+8=15#15", "worked"),
+        ("7+8=15,15-5=10#10", "worked"),
+        ("15", "no answer"),
+        ("", "no answer"),
+        ("15#15", "other"),
+    ],
+)
+def test_response_form(text, form):
+    assert P.response_form(text) == form

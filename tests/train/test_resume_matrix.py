@@ -6,7 +6,7 @@ uninterrupted run of the same config: the same metrics rows and the same final w
 bit. The axes: learning-rate schedule (constant, cosine, linear) with the checkpoint inside the
 warm-up or after it, LoRA, bf16 autocast, entropy temperature control, each allocator. (There is
 no prompt-selection setting yet.) A cosine run checkpointed after its warm-up, the demo's path
-that once failed to resume, runs by default (tests/test_resume.py covers the allocator and the
+that once failed to resume, runs by default (tests/train/test_resume.py covers the allocator and the
 controller by default too); the rest are slow.
 """
 

@@ -29,6 +29,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check --select C901 --config 'lint.mccabe.max-complexity=10' src/e3rl/train
 
 # Speed benchmark against TRL (benchmarks/trl_speed.py): its own venv, never a dependency of e3rl.
 # torch first (pinned, as above), then TRL pinned with e3rl editable in one resolution that keeps

@@ -63,9 +63,10 @@ def slope_per_100(steps: list[int], values: list[float]) -> float:
 
 def soak(steps: int = 500, every: int = 10, save_every: int = 100, run_dir: Path | None = None):
     """Trains `steps` steps, sampling memory and descriptors; returns the figures as a dict."""
-    import e3rl.trainer as trainer_module
+    import e3rl.train.run as run_module
     from e3rl.config_io import load_config
     from e3rl.runlog import RunLogger
+    from e3rl.train import train
 
     samples: list[dict] = []
 
@@ -88,13 +89,13 @@ def soak(steps: int = 500, every: int = 10, save_every: int = 100, run_dir: Path
         f"trainer.output_dir={run_dir / 'run'}",
     ]
     cfg = load_config(None, overrides)
-    original = trainer_module.RunLogger
-    trainer_module.RunLogger = SamplingLogger
+    original = run_module.RunLogger
+    run_module.RunLogger = SamplingLogger
     t0 = time.perf_counter()
     try:
-        trainer_module.train(cfg, quiet=True)
+        train(cfg, quiet=True)
     finally:
-        trainer_module.RunLogger = original
+        run_module.RunLogger = original
         if tmp is not None:
             tmp.cleanup()
     wall = time.perf_counter() - t0

@@ -175,7 +175,7 @@ def _patch_schedule_from_zero() -> None:
     import numpy as np
     import torch
 
-    import e3rl.trainer as T
+    import e3rl.train.run as T  # build_run looks make_scheduler up here
 
     def make(optimizer, cfg):
         o, total = cfg.optim, max(cfg.trainer.total_steps, 1)
@@ -188,7 +188,7 @@ def _patch_schedule_from_zero() -> None:
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    T._make_scheduler = make
+    T.make_scheduler = make
 
 
 def run_trl(base: Path, seed: int, steps: int, threads: int, run_dir: Path) -> dict:

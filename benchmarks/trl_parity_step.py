@@ -167,7 +167,7 @@ def check_schedule() -> dict:
     from transformers import get_cosine_schedule_with_warmup
 
     from e3rl.demo import demo_config
-    from e3rl.trainer import _make_scheduler
+    from e3rl.train.run import make_scheduler as _make_scheduler
 
     cfg = demo_config(Path("_unused"))
     lrs = {}
@@ -370,7 +370,8 @@ def check_trajectory(
     from e3rl.config import AlgoConfig
     from e3rl.demo import demo_config
     from e3rl.optim import make_optimizer
-    from e3rl.trainer import _advance_schedule, _make_scheduler
+    from e3rl.train.loop import _advance_schedule
+    from e3rl.train.run import make_scheduler as _make_scheduler
     from e3rl.update import policy_update, response_logits
 
     model = trainer.model

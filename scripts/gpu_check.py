@@ -51,7 +51,7 @@ CUDA_TESTS = ["tests/rollout/test_hf_cuda.py", "tests/test_trainer_cuda.py"]
 CORE_TESTS = [
     "tests/rollout/test_hf.py",
     "tests/rollout/test_lean_decode.py",
-    "tests/test_update.py",
+    "tests/train/test_update.py",
 ]
 
 # verl 0.9.1's own `vllm` extra pins vllm==0.24.0, torch==2.11.0 and transformers==5.9.0; the

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli import run_cli
 
 from conftest import TINY
-from test_cli import run_cli
 
 GOOD = [{"prompt": f"{a}+{a}=", "answer": str(2 * a)} for a in range(1, 9)]
 

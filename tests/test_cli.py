@@ -1,23 +1,10 @@
 """The real entry point, end to end, in a subprocess (as a user runs it)."""
 
 import json
-import os
-import subprocess
-import sys
+
+from cli import run_cli
 
 from conftest import TINY
-
-
-def run_cli(*args, cwd=None, timeout=600):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "e3rl.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def test_train_end_to_end(tmp_path):

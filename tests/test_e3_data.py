@@ -13,9 +13,9 @@ import json
 import re
 
 import pytest
+from cli import run_cli
 
 from conftest import DATA_E3, TINY
-from test_cli import run_cli
 
 pytestmark = [
     pytest.mark.slow,

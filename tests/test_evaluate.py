@@ -2,8 +2,9 @@
 
 import json
 
+from cli import run_cli
+
 from conftest import TINY
-from test_cli import run_cli
 
 
 def test_eval_end_to_end_matches_a_direct_recomputation(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import run_cli
 
 from conftest import TINY
 from e3rl.config import TinyModelConfig
@@ -22,7 +23,6 @@ from e3rl.models import (
     turn_end_ids,
 )
 from e3rl.rollout.hf import HFEngine
-from test_cli import run_cli
 
 HELPERS = str(Path(__file__).parent / "helpers")
 CHATML = (

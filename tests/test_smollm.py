@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 import pytest
+from cli import run_cli
 
 from e3rl.tasks import arith
-from test_cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "smollm2_arith.yaml"

@@ -161,12 +161,20 @@ class DataConfig:
     """Shuffle training prompts each epoch (seeded by trainer.seed)."""
     system_prompt: str | None = None
     """System message prepended to every chat prompt that has none."""
+    candidates_per_step: int = 0
+    """Prompts offered per step (0 = data.batch_size); the budget n x batch_size goes to the best of them, the rest wait (budget.max_deferrals)."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _require(self.max_prompt_tokens >= 1, "max_prompt_tokens", self.max_prompt_tokens, ">= 1")
         _require(self.train_limit >= 0, "train_limit", self.train_limit, "an integer >= 0")
         _require(self.val_limit >= 0, "val_limit", self.val_limit, "an integer >= 0")
+        _require(
+            self.candidates_per_step == 0 or self.candidates_per_step >= self.batch_size,
+            "candidates_per_step",
+            self.candidates_per_step,
+            f"0 (= data.batch_size) or an integer >= data.batch_size={self.batch_size}",
+        )
 
 
 @dataclass
@@ -344,14 +352,17 @@ class BudgetConfig:
     """value: Beta prior (alpha, beta) over each prompt's success probability."""
     recheck_prob: float = 0.05
     """value: chance that a prompt allocated 0 still gets a small group so its estimate stays fresh."""
-    value_objective: Literal["mixed", "knapsack"] = "mixed"
-    """value: what a group is worth: P(mixed), or P(mixed) x p(1-p)^2 (Knapsack-RL's weight)."""
+    value_objective: Literal["mixed", "knapsack", "mixed_rollouts"] = "mixed"
+    """value: what a group is worth: P(mixed), P(mixed) x p(1-p)^2 (Knapsack-RL's weight), or c x P(mixed) (rollouts with a signal)."""
+    max_deferrals: int = 2
+    """data.candidates_per_step > batch_size: a candidate that got 0 rollouts this many times in a row is rolled at its next offer."""
 
     def __post_init__(self) -> None:
         _require(0 < self.decay <= 1, "decay", self.decay, "a float in (0, 1]")
         for name in ("n_low", "n_high", "n_update", "widen_every", "n_min", "n_max"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "an integer >= 0")
         _require(self.n_low >= 1, "n_low", self.n_low, "an integer >= 1")
+        _require(self.max_deferrals >= 1, "max_deferrals", self.max_deferrals, "an integer >= 1")
         _require(self.n_low <= self.n_high, "n_low", self.n_low, f"<= n_high={self.n_high}")
         _require(self.n_min <= self.n_max, "n_min", self.n_min, f"<= n_max={self.n_max}")
         _require(self.n_max >= 1, "n_max", self.n_max, "an integer >= 1")
@@ -481,6 +492,13 @@ class Config:
             prefix="",
             control_key="rollout.temperature_control",
         )
+        check_selection(
+            self.budget.allocator,
+            self.data.candidates_per_step,
+            self.data.batch_size,
+            self.rollout.n,
+            self.budget.n_min,
+        )
         return self
 
 
@@ -517,4 +535,44 @@ def check_method(
         raise ConfigError(
             f"{prefix}temperature.anneal=true needs {control_key}=entropy "
             "(annealing moves the entropy target of the controller)"
+        )
+
+
+def check_selection(
+    allocator: str,
+    candidates: int,
+    batch_size: int,
+    n: int,
+    n_min: int,
+    keys: tuple[str, str, str, str] = (
+        "data.candidates_per_step",
+        "data.batch_size",
+        "rollout.n",
+        "budget.",
+    ),
+) -> None:
+    """Settings under which the deferral bound is guaranteed; a ConfigError naming the keys
+    otherwise. ``keys``: how the caller's config spells candidates, batch size, n and the budget
+    section (verl: ``e3rl.candidates_per_step``, ``data.train_batch_size``, ...)."""
+    c_key, b_key, n_key, budget = keys
+    if candidates <= batch_size:
+        return
+    if allocator not in ("uniform", "rank", "value"):
+        raise ConfigError(
+            f"{c_key}={candidates} needs {budget}allocator in ['uniform', 'rank', 'value'], "
+            f"got {allocator!r}"
+        )
+    if allocator in ("uniform", "rank") and candidates > 2 * batch_size:
+        raise ConfigError(
+            f"{c_key}={candidates} is invalid with {budget}allocator={allocator}: expected at "
+            f"most 2 x {b_key} = {2 * batch_size} (it rolls {b_key} prompts a step, so no more "
+            "than that many may be waiting)"
+        )
+    lo = max(n_min, 2)
+    if allocator == "value" and candidates * lo > n * batch_size:
+        raise ConfigError(
+            f"{c_key}={candidates} is invalid with {budget}allocator=value: expected "
+            f"candidates x max({budget}n_min, 2) <= {n_key} x {b_key} = {n * batch_size}, i.e. "
+            f"at most {n * batch_size // lo} candidates (so that every candidate at its deferral "
+            "bound can be rolled)"
         )

@@ -354,6 +354,52 @@ class Batches:
         return order[start : start + self.batch_size].tolist(), new_epoch
 
 
+@dataclass
+class PromptStream:
+    """The epochs of :class:`Batches` one prompt at a time, for steps that offer a varying number
+    of fresh candidates (``data.candidates_per_step``; deferred ones are the control's).
+
+    Epoch ``e`` is the ``e``-th pass over the same seeded order as :class:`Batches` (every prompt,
+    none dropped); ``position`` counts the prompts of it already taken. :meth:`draw` fills a
+    step's candidates after the ones given first (the deferred prompts): when a prompt's turn
+    comes while a prompt of the same key is already among them, that turn is used up and it is
+    not offered twice. A step belongs to the epoch of its last fresh candidate, so prompts
+    deferred at an epoch's end are offered in the next epoch (first, with their deferral counts).
+    """
+
+    num_prompts: int
+    seed: int
+    shuffle: bool
+    epoch: int = 0
+    position: int = 0
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle:
+            return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_prompts)
+        return np.arange(self.num_prompts)
+
+    def draw(self, k: int, first: list[int], key=lambda i: i) -> list[int]:
+        """``first`` then fresh prompts from the order, ``k`` indices of distinct ``key`` in all
+        (``key(i)``: e.g. the prompt's id, so that two records of one prompt never meet)."""
+        out, seen = list(first), {key(i) for i in first}
+        if len(seen) != len(out):
+            raise ValueError("the prompts given first must be distinct")
+        order, spent = self._order(), 0
+        while len(out) < k:
+            if self.position >= self.num_prompts:
+                self.epoch, self.position = self.epoch + 1, 0
+                order = self._order()
+            i = int(order[self.position])
+            self.position += 1
+            spent += 1
+            if spent > 2 * self.num_prompts:  # two passes found no new key: too few prompts
+                raise ValueError(f"fewer than {k} distinct prompts to offer")
+            if key(i) not in seen:
+                seen.add(key(i))
+                out.append(i)
+        return out
+
+
 def check_fits_positions(
     sets: list[EncodedPrompts | None],
     max_new_tokens: int,

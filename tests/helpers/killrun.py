@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import e3rl.trainer  # noqa: F401  (imported once here, so each forked run starts at once)
 
-VOLATILE = ("time_generate", "time_reward", "time_update")
+VOLATILE = ("time_plan", "time_generate", "time_reward", "time_update")
 KILL_ENV = "E3RL_TEST_KILL_AT"
 
 

@@ -71,6 +71,34 @@ def test_rollout_n_written_from_the_allocator(verl_config):
     assert again.counts == value_allocation(s, f, 16, 1, 8, (1.0, 1.0), 0.0)
 
 
+def test_selection_submits_the_chosen_and_offers_the_deferred_again(verl_config):
+    """8 candidates for 4 prompts' budget: the batch verl gets holds only the prompts with
+    rollouts (verl samples that many from its replay buffer), rebuilt from the dataset with
+    fresh uids; the deferred ones lead the next step's candidates."""
+    trainer = _trainer(
+        verl_config,
+        "e3rl.budget.allocator=value",
+        "e3rl.budget.n_min=0",
+        "e3rl.budget.n_max=8",
+        "e3rl.candidates_per_step=8",
+    )
+    batch = trainer._next_train_batch()
+    counts = batch[ROLLOUT_N_KEY]
+    assert int(counts.sum()) == 4 * 4 and bool(torch.all(counts > 0))
+    assert trainer._e3rl_submitted == len(counts)
+    pending = trainer.e3rl.control.pending()
+    assert len(pending) + len(counts) == 8
+    ids = [prompt_id_of(m) for m in non_tensor_list(batch["raw_prompt"])]
+    assert not set(ids) & set(pending)
+    uids = [str(u) for u in non_tensor_list(batch["uid"])]
+    assert len(set(uids)) == len(uids) and [trainer._e3rl_uids[u][0] for u in uids] == ids
+    owners = [ids[i] for i in range(len(ids)) for _ in range(int(counts[i]))]
+    trainer.e3rl.observe(owners, [0.0] * len(owners), [4] * len(owners), [0.0] * len(owners))
+    trainer.e3rl.end_step(1.0)
+    again = trainer.e3rl.candidates(trainer._e3rl_fetch_ids)
+    assert again[: len(pending)] == pending and len(again) == 8
+
+
 def test_ragged_dataproto_groups_by_uid(verl_config):
     """The per-prompt counts expand a prompt batch into uid groups of those sizes, and verl's
     advantage pipeline with e3rl_grpo normalises within each."""

@@ -106,3 +106,80 @@ def test_state_round_trips_through_json():
     other.load_state_dict(state)
     assert other.temperature == ctl.temperature
     assert other.allocate(ids).counts == ctl.allocate(ids).counts
+
+
+def _selecting(batch=4, candidates=8, **budget):
+    settings = E3rlSettings.from_mapping(
+        {"candidates_per_step": candidates, "budget": {"allocator": "value", "n_min": 0, **budget}}
+    )
+    return E3rlControl(
+        settings, n=4, initial_temperature=1.0, vocab_size=384, total_steps=10, batch_size=batch
+    )
+
+
+class _Loader:
+    """verl's dataloader as the adapter sees it: chunks of ids, epochs in a fixed order."""
+
+    def __init__(self, ids, chunk):
+        self.ids, self.chunk, self.pos, self.calls = list(ids), chunk, 0, 0
+
+    def __call__(self):
+        self.calls += 1
+        out = [self.ids[(self.pos + k) % len(self.ids)] for k in range(self.chunk)]
+        self.pos += self.chunk
+        return out
+
+
+def _step(ctl, loader):
+    ids = ctl.candidates(loader)
+    a = ctl.select(ids)
+    owners = [p for p, c in zip(a.prompt_ids, a.counts, strict=True) for _ in range(c)]
+    ctl.observe(
+        owners, [float(int(o[1:]) % 3 == 0) for o in owners], [1] * len(owners), [0.0] * len(owners)
+    )
+    ctl.end_step(1.0)
+    return a
+
+
+def test_candidates_put_the_deferred_first_and_keep_unoffered_fetches():
+    ctl = _selecting(max_deferrals=1, recheck_prob=0.0, n_max=8)
+    ids = [f"p{i}" for i in range(10)]
+    ctl.register(ids)
+    loader = _Loader(ids, chunk=4)  # gen_batch_size 4: 8 candidates take 2 fetches
+    first = _step(ctl, loader)
+    assert first.prompt_ids == ids[:8] and sum(first.counts) == 16
+    deferred = [p for p, c in zip(first.prompt_ids, first.counts, strict=True) if c == 0]
+    assert ctl.control.pending() == deferred
+    offered = ctl.candidates(loader)
+    # deferred first; then fresh ones in the loader's order, the over-fetched kept for later
+    assert offered[: len(deferred)] == deferred
+    fresh = offered[len(deferred) :]
+    stream = [p for p in ids[8:] + ids if p not in deferred]  # the loader wraps to epoch 2
+    assert fresh == stream[: len(fresh)]
+    a = ctl.select(offered)
+    # max_deferrals=1: every deferred prompt is rolled at its second offer
+    assert all(c > 0 for p, c in zip(a.prompt_ids, a.counts, strict=True) if p in deferred)
+
+
+def test_selection_state_holds_pending_and_fetched_ids():
+    ctl = _selecting(n_max=8)
+    ids = [f"p{i}" for i in range(12)]
+    ctl.register(ids)
+    loader = _Loader(ids, chunk=5)
+    for _ in range(3):
+        _step(ctl, loader)
+    state = json.loads(json.dumps(ctl.state_dict()))
+    assert state["pool"]["ids"] == ctl.control.pending()
+    other = _selecting(n_max=8)
+    other.load_state_dict(state)
+    a, b = _Loader(ids, chunk=5), _Loader(ids, chunk=5)
+    a.pos = b.pos = loader.pos  # verl's dataloader state is restored from its own data.pt
+    assert other.candidates(b) == ctl.candidates(a)
+
+
+def test_selection_settings_name_verl_keys():
+    with pytest.raises(ConfigError, match="e3rl.candidates_per_step=40 .*data.train_batch_size"):
+        _selecting(batch=4, candidates=40)
+    with pytest.raises(ConfigError, match="batch_size"):
+        settings = E3rlSettings.from_mapping({"candidates_per_step": 8})
+        E3rlControl(settings, n=4, initial_temperature=1.0, vocab_size=384, total_steps=10)

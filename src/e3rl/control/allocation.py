@@ -201,8 +201,26 @@ def _knapsack_gains(a: np.ndarray, b: np.ndarray, c_max: int) -> np.ndarray:
     return k[:, None] * _mixed_gains(a + 1, b + 2, c_max)
 
 
-OBJECTIVES = {"mixed": _mixed_gains, "knapsack": _knapsack_gains}
+def _mixed_rollout_gains(a: np.ndarray, b: np.ndarray, c_max: int) -> np.ndarray:
+    """Marginal gains of ``v(c) = c * P(mixed | c)``: the expected number of rollouts that land in
+    a mixed group, i.e. the share of the budget with a GRPO signal. Unlike the others it is not
+    concave (it grows about linearly once a group is likely mixed), so it is solved exactly by
+    dynamic programming, and it favours few large groups on uncertain prompts over many small
+    ones."""
+    g = np.concatenate([np.zeros((len(a), 1)), np.cumsum(_mixed_gains(a, b, c_max), axis=1)], 1)
+    v = g * np.arange(c_max + 1)
+    return np.diff(v, axis=1)
+
+
+OBJECTIVES = {
+    "mixed": _mixed_gains,
+    "knapsack": _knapsack_gains,
+    "mixed_rollouts": _mixed_rollout_gains,
+}
 """Per-prompt value of a group of c rollouts, as marginal gains (see `value_allocation`)."""
+
+_CONCAVE = frozenset({"mixed", "knapsack"})
+"""Objectives whose gains are non-increasing from c = 1, where the greedy solver is exact."""
 
 
 def _solve_greedy(
@@ -222,19 +240,29 @@ def _solve_dp(
     """Exact max of ``sum g_i(c_i)`` s.t. ``sum c = budget``, ``lo <= c <= hi`` by dynamic
     programming over prompts (needed when some lo = 0: g is not concave at 0). Prompts are added in
     ``order`` and each keeps the smallest optimal count, so ties favour the prompts added first."""
+    cs = np.arange(gains.shape[1] + 1)
+    allowed = (cs >= lo[:, None]) & (cs <= hi[:, None])
+    return solve_dp_allowed(gains, allowed, budget, order)
+
+
+def solve_dp_allowed(
+    gains: np.ndarray, allowed: np.ndarray, budget: int, order: np.ndarray
+) -> np.ndarray:
+    """:func:`_solve_dp` over any set of allowed counts per prompt: ``allowed[i, c]`` says
+    whether prompt ``i`` may get ``c`` rollouts (``c = 0..gains.shape[1]``), e.g. "0 or at least
+    2". The caller makes sure some choice spends ``budget`` exactly."""
     n1 = gains.shape[1] + 1
-    g = np.concatenate([np.zeros((len(lo), 1)), np.cumsum(gains, axis=1)], axis=1)
-    cs = np.arange(n1)
+    g = np.concatenate([np.zeros((len(allowed), 1)), np.cumsum(gains, axis=1)], axis=1)
     best = np.full(budget + 1, -np.inf)
     best[0] = 0.0
-    choice = np.zeros((len(lo), budget + 1), dtype=np.min_scalar_type(n1))
+    choice = np.zeros((len(allowed), budget + 1), dtype=np.min_scalar_type(n1))
     for k, i in enumerate(order):
-        gi = np.where((cs >= lo[i]) & (cs <= hi[i]), g[i], -np.inf)
+        gi = np.where(allowed[i], g[i], -np.inf)
         padded = np.concatenate([np.full(n1 - 1, -np.inf), best])
         cand = sliding_window_view(padded, n1)[:, ::-1] + gi  # cand[t, c] = best[t - c] + g_i(c)
         choice[k] = np.argmax(cand, axis=1)
         best = np.take_along_axis(cand, choice[k][:, None].astype(np.int64), axis=1)[:, 0]
-    counts, t = np.zeros(len(lo), dtype=np.int64), budget
+    counts, t = np.zeros(len(allowed), dtype=np.int64), budget
     for k in range(len(order) - 1, -1, -1):
         counts[order[k]] = choice[k, t]
         t -= int(choice[k, t])
@@ -242,10 +270,15 @@ def _solve_dp(
 
 
 def _solve(
-    gains: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int, order: np.ndarray
+    gains: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    budget: int,
+    order: np.ndarray,
+    concave: bool = True,
 ) -> np.ndarray:
-    """Exact optimum; the fast greedy where it is exact (every lower bound >= 1)."""
-    if lo.min() >= 1:
+    """Exact optimum; the fast greedy where it is exact (concave gains, every lower bound >= 1)."""
+    if concave and lo.min() >= 1:
         priority = np.empty(len(order), dtype=np.int64)
         priority[order] = np.arange(len(order))
         return _solve_greedy(gains, lo, hi, budget, priority)
@@ -271,10 +304,12 @@ def value_allocation(
     ``g`` saturates fastest where ``p`` is most uncertain, it can give *more* rollouts to prompts
     that have been all-correct than to mixed ones. ``objective="knapsack"`` weights each group
     by Knapsack-RL's InfoGain ``p (1-p)^2`` (``_knapsack_gains``), which stops that and leans
-    towards the harder prompts. Maximises ``sum v_i(c_i)`` exactly subject to ``sum c = budget``
-    and ``n_min <= c <= n_max``: greedy by marginal gain when ``n_min >= 1`` (v is concave from 1),
-    dynamic programming when ``n_min == 0``. Ties prefer the harder prompt (lower posterior mean),
-    then the less-known one (smaller a + b), then position.
+    towards the harder prompts. ``objective="mixed_rollouts"``: the expected number of rollouts
+    in mixed groups, ``c * P(mixed)`` (the share of the budget with a signal). Maximises
+    ``sum v_i(c_i)`` exactly subject to ``sum c = budget`` and ``n_min <= c <= n_max``: greedy by
+    marginal gain when ``n_min >= 1`` and v is concave from 1 (mixed, knapsack), dynamic
+    programming otherwise. Ties prefer the harder prompt (lower posterior mean), then the
+    less-known one (smaller a + b), then position.
 
     Re-check (``n_min == 0`` only): a skipped prompt's estimate never changes, so each prompt
     allocated 0 is, with probability ``recheck_prob``, forced to get at least 2 rollouts -- 2 is
@@ -294,14 +329,15 @@ def value_allocation(
     order = np.lexsort((np.arange(len(a)), a + b, a / (a + b)))  # preferred first
     lo, hi = np.full(len(a), n_min, dtype=np.int64), np.full(len(a), n_max, dtype=np.int64)
     gains = OBJECTIVES[objective](a, b, n_max)
-    counts = _solve(gains, lo, hi, budget, order)
+    concave = objective in _CONCAVE
+    counts = _solve(gains, lo, hi, budget, order, concave)
     if recheck_prob > 0:
         draw = rng.random(len(a)) < recheck_prob
         forced = [i for i in order if counts[i] == 0 and draw[i]]
         fits = (budget - int(lo.sum())) // 2 if n_max >= 2 else 0  # here n_min == 0
         if forced and fits > 0:
             lo[forced[:fits]] = 2
-            counts = _solve(gains, lo, hi, budget, order)
+            counts = _solve(gains, lo, hi, budget, order, concave)
     return counts.tolist()
 
 

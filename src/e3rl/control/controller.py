@@ -5,6 +5,10 @@ Per step a trainer calls, in this order:
 1. :meth:`E3Control.set_epoch` when its data loader starts a new epoch (the rank schedule and
    ``rank_refresh="epoch"`` follow epochs);
 2. :meth:`E3Control.plan` -- rollouts per prompt (0 = skipped) and the sampling temperature;
+   or, when a step is offered more candidates than it rolls, :meth:`E3Control.select` -- the
+   same, with the candidates that get 0 kept pending (:meth:`E3Control.pending`: they must
+   lead the next step's candidates) and every candidate rolled within ``max_deferrals``
+   deferrals (:mod:`e3rl.control.selection`);
 3. :meth:`E3Control.observe` -- the step's raw rewards, response lengths and token-weighted
    entropy: updates the difficulty tracker and the temperature controller, returns the shaped
    (length-biased) rewards that feed the advantages and the step's metrics. Trainers that measure
@@ -27,6 +31,7 @@ import numpy as np
 from e3rl.config import BudgetConfig, LengthBiasConfig, TemperatureConfig
 from e3rl.control.allocators import Allocator, allocation_stats, allocator_from_config
 from e3rl.control.length_bias import length_biased_rewards
+from e3rl.control.selection import CandidatePool, choose_counts, forced_room, mixed_shares
 from e3rl.control.temperature import EntropyTemperatureController
 from e3rl.control.tracker import DifficultyTracker
 from e3rl.metrics import group_outcome_fractions
@@ -37,6 +42,15 @@ CONTROL_STATE_FORMAT = 1
 """Version of :meth:`E3Control.state_dict`'s layout; a different one is refused on load."""
 
 LENGTH_BIAS_NOTICE = "length bias: no difficulty history yet, not applied this step"
+
+_TOTALS = (
+    "rollouts",
+    "rollouts_mixed",
+    "exp_rollouts_mixed",
+    "exp_rollouts_mixed_uniform",
+    "prompts_rolled",
+    "prompts_skipped",
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,8 @@ class E3Control:
     ``n`` is the mean number of rollouts per prompt: a step's budget is ``n * prompts`` unless
     :meth:`plan` is given another. ``controller=None`` keeps ``fixed_temperature``.
     ``length_bias=(mu, threshold)``; ``mu = 0`` turns it off. ``seed`` seeds the allocator's
-    random draws (the value allocator's re-checks).
+    random draws (the value allocator's re-checks). ``max_deferrals``, ``recheck_prob``,
+    ``prior`` and ``objective`` are :meth:`select`'s (see :mod:`e3rl.control.selection`).
     """
 
     def __init__(
@@ -70,6 +85,10 @@ class E3Control:
         fixed_temperature: float = 1.0,
         length_bias: tuple[float, float] = (0.0, 0.1),
         seed: int = 0,
+        max_deferrals: int = 2,
+        recheck_prob: float = 0.0,
+        prior: tuple[float, float] = (1.0, 1.0),
+        objective: str = "mixed",
     ) -> None:
         if n < 0:
             raise ValueError(f"n must be >= 0 rollouts per prompt, got n={n}")
@@ -86,6 +105,14 @@ class E3Control:
         self._plan: Plan | None = None
         self._rank_of: dict[str, float] = {}
         self._notices: list[str] = []
+        self.pool = CandidatePool(max_deferrals)
+        if not 0.0 <= recheck_prob <= 1.0:
+            raise ValueError(f"recheck_prob must be in [0, 1], got recheck_prob={recheck_prob}")
+        self.recheck_prob = float(recheck_prob)
+        self.prior = tuple(float(x) for x in prior)
+        self.objective = objective
+        self.totals = dict.fromkeys(_TOTALS, 0.0)
+        self._plan_metrics: dict[str, Any] = {}
 
     @classmethod
     def from_config(
@@ -115,6 +142,10 @@ class E3Control:
             initial_temperature,
             (length_bias.mu, length_bias.threshold),
             seed,
+            budget.max_deferrals,
+            budget.recheck_prob,
+            tuple(budget.prior),
+            budget.value_objective,
         )
 
     # ---- reading
@@ -162,8 +193,87 @@ class E3Control:
         counts = [int(c) for c in counts]
         if sum(counts) != budget:  # the allocators guarantee it; trainers size batches by it
             raise RuntimeError(f"allocator returned {sum(counts)} rollouts for budget {budget}")
+        return self._keep(Plan(ids, counts, ranks.tolist(), self.temperature, self.epoch, step))
+
+    def pending(self) -> list[str]:
+        """Candidates deferred by :meth:`select`, oldest first: the next step's candidates must
+        start with them (fresh prompts after)."""
+        return self.pool.pending()
+
+    def select(self, candidate_ids: Sequence[str], budget: int) -> Plan:
+        """Rollouts per candidate for step ``steps + 1``, ``sum(counts) == budget``; a candidate
+        may get 0: it is deferred (:meth:`pending`), not consumed.
+
+        Candidates already deferred ``max_deferrals`` times are forced (rolled now), and each
+        other one is forced with probability ``recheck_prob`` while the budget can roll it (one
+        uniform draw per candidate from the control's rng when ``recheck_prob > 0``). Which
+        candidates get how many is :func:`e3rl.control.selection.choose_counts`: the value
+        allocator's exact optimum over all candidates, or the ``budget // n`` candidates of
+        highest expected value for uniform (``n`` each) and rank (the paper's rule on them).
+        """
+        ids = [str(p) for p in candidate_ids]
+        budget = int(budget)
+        self.pool.check_offer(ids)
+        self.tracker.register(ids)
+        ranks = self.tracker.ranks(ids)
+        step = self.steps + 1
+        forced = self._forced(ids, budget)
+        counts = choose_counts(
+            self.allocator,
+            ids,
+            budget,
+            forced,
+            self.tracker,
+            self.epoch,
+            step,
+            self.prior,
+            self.objective,
+        )
+        counts = [int(c) for c in counts]
+        if sum(counts) != budget or any(c == 0 for c, m in zip(counts, forced, strict=True) if m):
+            raise RuntimeError(f"selection spent {sum(counts)} of {budget} or starved a prompt")
+        self.pool.settle(ids, counts)
         plan = Plan(ids, counts, ranks.tolist(), self.temperature, self.epoch, step)
-        self._plan, self._rank_of = plan, dict(zip(ids, plan.ranks, strict=True))
+        return self._keep(plan, forced=int(forced.sum()))
+
+    def _forced(self, ids: list[str], budget: int) -> np.ndarray:
+        """Candidates at their deferral bound, then re-checks while the budget can roll them."""
+        forced = np.array(
+            [d >= self.pool.max_deferrals for d in self.pool.deferrals(ids)], dtype=bool
+        )
+        room = forced_room(self.allocator, budget)
+        if forced.sum() > room:
+            raise RuntimeError(
+                f"{int(forced.sum())} candidates are at max_deferrals={self.pool.max_deferrals} "
+                f"but the budget {budget} can roll only {room}: offer fewer candidates per step"
+            )
+        if self.recheck_prob > 0:
+            draw = self.rng.random(len(ids)) < self.recheck_prob
+            for i in np.flatnonzero(draw & ~forced)[: room - int(forced.sum())]:
+                forced[i] = True
+        return forced
+
+    def _keep(self, plan: Plan, forced: int = 0) -> Plan:
+        """Remember the plan for observe_rewards and its metrics (expected mixed shares under
+        the tracker's posteriors, before this step's results)."""
+        self._plan, self._rank_of = plan, dict(zip(plan.prompt_ids, plan.ranks, strict=True))
+        s, f = self.tracker.successes_failures(plan.prompt_ids)
+        chosen, uniform = mixed_shares(s, f, plan.counts, self.n, self.prior)
+        budget = sum(plan.counts)
+        rolled = sum(c > 0 for c in plan.counts)
+        self._plan_metrics = {
+            "prompts_rolled": rolled,
+            "prompts_skipped": len(plan.counts) - rolled,
+            "prompts_forced": forced,
+            "prompts_pending": len(self.pool),
+            "exp_frac_rollouts_mixed": chosen,
+            "exp_frac_rollouts_mixed_uniform": uniform,
+        }
+        if budget:
+            self.totals["exp_rollouts_mixed"] += chosen * budget
+            self.totals["exp_rollouts_mixed_uniform"] += uniform * budget
+        self.totals["prompts_rolled"] += rolled
+        self.totals["prompts_skipped"] += len(plan.counts) - rolled
         return plan
 
     def observe(
@@ -251,7 +361,11 @@ class E3Control:
             "accuracy": float(np.mean([x >= threshold for x in raw])) if raw else math.nan,
         }
         if raw:
-            out.update(group_outcome_fractions(raw, ids, threshold))
+            groups = group_outcome_fractions(raw, ids, threshold)
+            out.update(groups)
+            self.totals["rollouts"] += len(raw)
+            self.totals["rollouts_mixed"] += groups["frac_rollouts_mixed"] * len(raw)
+        out.update(self._plan_metrics)
         out.update(
             {
                 "alloc_min": alloc["min"],
@@ -277,6 +391,8 @@ class E3Control:
             "epoch": int(self.epoch),
             "steps": int(self.steps),
             "length_bias_skipped": int(self.length_bias_skipped),
+            "pool": self.pool.state_dict(),
+            "totals": {k: float(v) for k, v in self.totals.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -293,7 +409,25 @@ class E3Control:
         self.rng.bit_generator.state = state["rng"]
         self.epoch, self.steps = int(state["epoch"]), int(state["steps"])
         self.length_bias_skipped = int(state["length_bias_skipped"])
-        self._plan, self._rank_of, self._notices = None, {}, []
+        # Written before selection existed: nothing pending, no totals.
+        self.pool.load_state_dict(state.get("pool") or {"ids": [], "deferrals": []})
+        self.totals = dict.fromkeys(_TOTALS, 0.0)
+        self.totals.update({k: float(v) for k, v in (state.get("totals") or {}).items()})
+        self._plan, self._rank_of, self._notices, self._plan_metrics = None, {}, [], {}
+
+    def summary(self) -> dict[str, Any]:
+        """Run totals: the share of rollouts in mixed groups (measured), what the tracker's
+        posteriors expected of the counts planned and of uniform ``n`` each, prompts rolled and
+        skipped (deferred or, with ``plan``, left out)."""
+        t = self.totals
+        ratio = (lambda x: x / t["rollouts"]) if t["rollouts"] else (lambda x: math.nan)
+        return {
+            "frac_rollouts_mixed": ratio(t["rollouts_mixed"]),
+            "exp_frac_rollouts_mixed": ratio(t["exp_rollouts_mixed"]),
+            "exp_frac_rollouts_mixed_uniform": ratio(t["exp_rollouts_mixed_uniform"]),
+            "prompts_rolled": int(t["prompts_rolled"]),
+            "prompts_skipped": int(t["prompts_skipped"]),
+        }
 
 
 def _plain(value: Any) -> Any:

@@ -10,6 +10,11 @@ points, and it can be tested without verl.
 3. :meth:`E3rlControl.end_step` -- after the update: feed the step's token-weighted entropy to the
    temperature controller; the new temperature is used by the next step.
 
+With ``e3rl.candidates_per_step`` above ``data.train_batch_size`` step 1 is
+:meth:`E3rlControl.candidates` (the deferred prompts, then fresh ones from verl's dataloader,
+fetched through a callback) followed by :meth:`E3rlControl.select`; prompts that get 0 stay
+pending in the control and lead the next step's candidates.
+
 The method itself (and its metrics, here under ``e3rl/``) is E3Control's, shared with ``e3rl
 train``; this module only maps verl's names onto it.
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -32,6 +37,7 @@ from e3rl.config import (
     LengthBiasConfig,
     TemperatureConfig,
     check_method,
+    check_selection,
 )
 from e3rl.control import E3Control
 from e3rl.control.controller import CONTROL_STATE_FORMAT
@@ -83,6 +89,8 @@ class E3rlSettings:
     """Length bias for the easiest prompts (mu=0: off)."""
     seed: int = 0
     """Seed of the allocator's random draws (value allocator re-checks)."""
+    candidates_per_step: int = 0
+    """Prompts offered per step (0 = data.train_batch_size); the rest of the budget's choice waits (budget.max_deferrals)."""
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> E3rlSettings:
@@ -102,6 +110,7 @@ class E3rlSettings:
             temperature=_section(TemperatureConfig, raw.get("temperature"), "temperature"),
             length_bias=_section(LengthBiasConfig, raw.get("length_bias"), "length_bias"),
             seed=int(raw.get("seed", 0)),
+            candidates_per_step=int(raw.get("candidates_per_step", 0)),
         )
 
 
@@ -160,6 +169,7 @@ class E3rlControl:
         initial_temperature: float,
         vocab_size: int,
         total_steps: int,
+        batch_size: int | None = None,
     ) -> None:
         check_method(
             settings.budget,
@@ -172,6 +182,23 @@ class E3rlControl:
         )
         self.settings = settings
         self.n = int(n)
+        self.batch_size = batch_size
+        self.candidates_per_step = int(settings.candidates_per_step)
+        if self.selecting:
+            check_selection(
+                settings.budget.allocator,
+                self.candidates_per_step,
+                int(batch_size),
+                self.n,
+                settings.budget.n_min,
+                (
+                    "e3rl.candidates_per_step",
+                    "data.train_batch_size",
+                    "actor_rollout_ref.rollout.n",
+                    "e3rl.budget.",
+                ),
+            )
+        self._fetched: list[str] = []  # fresh ids taken from verl's dataloader, not yet offered
         entropy = settings.temperature_control == "entropy"
         self.control = E3Control.from_config(
             settings.budget,
@@ -232,6 +259,41 @@ class E3rlControl:
         plan = self.control.plan(prompt_ids)
         return Allocation(plan.prompt_ids, plan.counts, plan.ranks, plan.temperature)
 
+    @property
+    def selecting(self) -> bool:
+        """Whether steps offer more candidates than ``data.train_batch_size``."""
+        if self.candidates_per_step and self.batch_size is None:
+            raise ConfigError("e3rl.candidates_per_step needs the trainer's batch_size")
+        return bool(self.candidates_per_step) and self.candidates_per_step > self.batch_size
+
+    def candidates(self, fetch: Callable[[], Sequence[str]]) -> list[str]:
+        """This step's candidate ids: the deferred ones (oldest first), then fresh ones.
+
+        ``fetch()`` returns the ids of the next chunk of verl's dataloader (``gen_batch_size``
+        prompts); ids fetched beyond what this step needs wait for the next one (and are saved
+        with the state, since verl's dataloader state has moved past them). A fresh id that is
+        already a candidate is dropped: its turn is used up, it is not offered twice.
+        """
+        out = self.control.pending()
+        seen = set(out)
+        while len(out) < self.candidates_per_step:
+            if not self._fetched:
+                chunk = [str(p) for p in fetch()]
+                if not chunk:
+                    raise RuntimeError("verl's dataloader returned an empty chunk")
+                self._fetched.extend(chunk)
+            pid = self._fetched.pop(0)
+            if pid not in seen:
+                seen.add(pid)
+                out.append(pid)
+        return out
+
+    def select(self, prompt_ids: Sequence[str]) -> Allocation:
+        """Counts for the step's candidates (:meth:`candidates`), ``sum == n * batch_size``; a
+        candidate that gets 0 stays pending for the next step."""
+        plan = self.control.select(prompt_ids, self.n * int(self.batch_size))
+        return Allocation(plan.prompt_ids, plan.counts, plan.ranks, plan.temperature)
+
     def observe(
         self,
         prompt_ids: Sequence[str],
@@ -255,7 +317,7 @@ class E3rlControl:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state, saved next to verl's checkpoint of the same step."""
-        return self.control.state_dict()
+        return {**self.control.state_dict(), "fetched": list(self._fetched)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "format" not in state:  # written before e3rl.control: the same parts, other names
@@ -269,3 +331,4 @@ class E3rlControl:
                 "length_bias_skipped": state.get("length_bias_skipped", 0),
             }
         self.control.load_state_dict(state)
+        self._fetched = [str(p) for p in state.get("fetched", [])]

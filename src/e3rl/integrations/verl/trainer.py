@@ -10,7 +10,9 @@ its steps, each delegating to verl for the real work:
                           controller's temperature: verl passes that value to the actor with
                           every ``compute_log_prob`` / ``update_actor`` call
 ``_next_train_batch``     allocates per-prompt counts -> ``__rollout_n__``, and writes the
-                          temperature into every prompt for the ``e3rl_single_turn`` agent loop
+                          temperature into every prompt for the ``e3rl_single_turn`` agent loop;
+                          with ``e3rl.candidates_per_step`` it offers the deferred prompts and
+                          fresh ones from verl's dataloader and lets the control choose
 ``_compute_old_log_prob`` reads the actor's per-token entropies back and keeps their
                           token-weighted mean (at the temperature that sampled them)
 ``_compute_advantage``    feeds raw rewards to the tracker, applies the length bias to the
@@ -29,12 +31,16 @@ import json
 import logging
 import math
 import os
+import uuid
 from typing import Any
 
+import numpy as np
 import transfer_queue as tq
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensordict import TensorDict
 from verl.trainer.ppo.v1 import PPOTrainerSync
+from verl.utils import tensordict_utils as tu
+from verl.utils.dataset.rl_dataset import collate_fn
 
 import e3rl.integrations.verl.algos  # noqa: F401  (registers e3rl_grpo/drgrpo/rloo, e3rl_ppo)
 from e3rl.config import ConfigError
@@ -46,7 +52,7 @@ from e3rl.integrations.verl.batch import (
     sums_per_row,
     token_weighted_entropy,
 )
-from e3rl.integrations.verl.control import E3rlControl, E3rlSettings, prompt_id_of
+from e3rl.integrations.verl.control import Allocation, E3rlControl, E3rlSettings, prompt_id_of
 
 __all__ = ["E3rlSyncTrainer", "STATE_FILE", "check_config"]
 
@@ -93,6 +99,7 @@ class E3rlSyncTrainer(PPOTrainerSync):
         # uid (fresh per sampled prompt) -> (stable prompt id, rank the allocator saw)
         self._e3rl_uids: dict[str, tuple[str, float]] = {}
         self._e3rl_entropy = math.nan
+        self._e3rl_submitted = 0  # prompts submitted this step (selection)
 
     # ---- set-up
 
@@ -105,10 +112,14 @@ class E3rlSyncTrainer(PPOTrainerSync):
             initial_temperature=float(rollout.temperature),
             vocab_size=len(self.tokenizer),
             total_steps=int(self.total_training_steps),
+            batch_size=int(self.config.data.train_batch_size),
         )
         dataset = self.train_dataset
         column = dataset.dataframe[dataset.prompt_key]
-        self.e3rl.register([prompt_id_of(m) for m in column])
+        ids = [prompt_id_of(m) for m in column]
+        self.e3rl.register(ids)
+        # Selection rebuilds deferred prompts from the dataset: id -> its first row.
+        self._e3rl_rows = {pid: i for i, pid in reversed(list(enumerate(ids)))}
         logger.info("e3rl: tracking %d training prompts", len(self.e3rl.tracker))
 
     def _e3rl_state_path(self) -> str:
@@ -158,14 +169,51 @@ class E3rlSyncTrainer(PPOTrainerSync):
         return super().prepare_step()
 
     def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
-        batch = super()._next_train_batch(num_prompts)
-        ids = [prompt_id_of(m) for m in non_tensor_list(batch["raw_prompt"])]
-        allocation = self.e3rl.allocate(ids)
+        step_batch = num_prompts in (None, int(self.config.data.train_batch_size))
+        if self.e3rl.selecting and step_batch:  # refills (num_prompts set) are not selected
+            chosen = self.e3rl.select(self.e3rl.candidates(self._e3rl_fetch_ids))
+            # Only the prompts that get rollouts go to verl: its replay buffer samples a step's
+            # prompts by count (see _step_once), so deferred ones must not be submitted.
+            keep = [i for i, c in enumerate(chosen.counts) if c > 0]
+            allocation = Allocation(
+                *([x[i] for i in keep] for x in (chosen.prompt_ids, chosen.counts, chosen.ranks)),
+                chosen.temperature,
+            )
+            ids = allocation.prompt_ids
+            batch = self._e3rl_batch_of(ids)
+            self._e3rl_submitted = len(ids)
+        else:
+            batch = super()._next_train_batch(num_prompts)
+            ids = [prompt_id_of(m) for m in non_tensor_list(batch["raw_prompt"])]
+            allocation = self.e3rl.allocate(ids)
         annotate_batch(batch, allocation)
         for uid, pid, rank in zip(
             non_tensor_list(batch["uid"]), allocation.prompt_ids, allocation.ranks, strict=True
         ):
             self._e3rl_uids[str(uid)] = (pid, float(rank))
+        return batch
+
+    def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int) -> Any:
+        # verl takes train_batch_size prompts from its replay buffer; with selection a step
+        # submits the chosen prompts only, as many as the allocator funded (value: it varies).
+        if self.e3rl.selecting:
+            sample_batch_size = self._e3rl_submitted
+        return super()._step_once(metrics, timing_raw, sample_batch_size)
+
+    def _e3rl_fetch_ids(self) -> list[str]:
+        """Ids of the next ``gen_batch_size`` prompts of verl's dataloader (its order, epochs
+        and state); the rows themselves are rebuilt by :meth:`_e3rl_batch_of`."""
+        chunk = self._fetch_one_gen_batch()
+        return [prompt_id_of(m) for m in non_tensor_list(chunk["raw_prompt"])]
+
+    def _e3rl_batch_of(self, ids: list[str]) -> TensorDict:
+        """The prompt batch of ``ids`` as verl's dataloader would build it (the dataset's rows
+        through its ``collate_fn``), each with a fresh ``uid``: a deferred prompt offered again
+        is a new sampling of it."""
+        rows = collate_fn([self.train_dataset[self._e3rl_rows[p]] for p in ids])
+        rows["uid"] = np.array([str(uuid.uuid4()) for _ in ids], dtype=object)
+        batch = tu.get_tensordict(rows)
+        tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
         return batch
 
     def _compute_old_log_prob(self, batch: Any, metrics: dict) -> Any:

@@ -6,7 +6,7 @@ uninterrupted run of the same config: the same metrics rows and the same final w
 bit. The axes: learning-rate schedule (constant, cosine, linear) with the checkpoint inside the
 warm-up or after it, LoRA, bf16 autocast, entropy temperature control, each allocator. (There is
 no prompt-selection setting yet.) A cosine run checkpointed after its warm-up, the demo's path
-that once failed to resume, runs by default (tests/test_resume.py covers the allocator and the
+that once failed to resume, runs by default (tests/train/test_resume.py covers the allocator and the
 controller by default too); the rest are slow.
 """
 
@@ -99,7 +99,7 @@ def straight_runs(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _helpers_on_path(monkeypatch):
     """The toy reward lives in tests/helpers: the reward worker (a spawned process) imports it."""
-    helpers = str(Path(__file__).parent / "helpers")
+    helpers = str(Path(__file__).parents[1] / "helpers")
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [helpers, os.environ.get("PYTHONPATH")]))
     )

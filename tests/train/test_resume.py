@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import run_cli
 from safetensors.torch import load_file
 
 from conftest import TINY
 from e3rl import checkpoint as ckpt
 from e3rl.killpoints import KILL_ENV
-from test_cli import run_cli
 
 TOTAL, SAVE_EVERY, EVAL_EVERY = 8, 2, 3
 # Every piece of state the method adds: the value allocator (difficulty tracker, its rng) and
@@ -44,7 +44,9 @@ ARGS = [
     "data.val_limit=8",
     "--quiet",
 ]
-VOLATILE = ("time_generate", "time_reward", "time_update")
+# Selection: 8 candidates a step for 4 prompts' budget, so prompts wait in the control's pool.
+SELECTION_ARGS = [*ARGS, "data.candidates_per_step=8", "budget.value_objective=mixed_rollouts"]
+VOLATILE = ("time_plan", "time_generate", "time_reward", "time_update")
 
 
 def _rows(run):
@@ -67,7 +69,7 @@ def _assert_same_run(run, straight, context=""):
 def _helpers_on_path():
     """The toy reward lives in tests/helpers: subprocesses must find it too."""
     with pytest.MonkeyPatch.context() as mp:
-        path = [str(Path(__file__).parent / "helpers"), os.environ.get("PYTHONPATH")]
+        path = [str(Path(__file__).parents[1] / "helpers"), os.environ.get("PYTHONPATH")]
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
         yield
 
@@ -85,6 +87,15 @@ def straight(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def straight_selection(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight-selection")
+    res = run_cli("train", *SELECTION_ARGS, f"trainer.output_dir={out}")
+    assert res.returncode == 0, res.stderr
+    assert all(r["prompts_rolled"] + r["prompts_skipped"] == 8 for r in _rows(out))
+    return out
+
+
 def _train_in_child(argv, kill_at, log_path):
     """The CLI's main() in this forked process, killed by itself at `kill_at` if given."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -98,10 +109,10 @@ def _train_in_child(argv, kill_at, log_path):
     os._exit(main(argv))
 
 
-def _run(run, kill_at=None, resume=True):
+def _run(run, kill_at=None, resume=True, args=ARGS):
     """One `e3rl train` of `run` in a forked process (the imports are already paid for):
     its exit code, -9 when SIGKILL ended it."""
-    argv = ["train", *ARGS, f"trainer.output_dir={run}", *(["--resume"] if resume else [])]
+    argv = ["train", *args, f"trainer.output_dir={run}", *(["--resume"] if resume else [])]
     proc = multiprocessing.get_context("fork").Process(
         target=_train_in_child, args=(argv, kill_at, str(run.parent / f"{run.name}.log"))
     )
@@ -300,3 +311,20 @@ def test_a_control_state_of_another_format_is_refused_saying_so(tmp_path):
     res = run_cli("train", *ARGS, f"trainer.output_dir={run}", "--resume")
     assert res.returncode != 0
     assert "format 99" in res.stderr and "checkpoint format changed" in res.stderr
+
+
+def test_resume_mid_epoch_with_deferred_prompts_pending_is_bit_identical(
+    tmp_path, straight_selection
+):
+    """Killed right after the step-4 checkpoint (mid-epoch: 12 prompts, 8 offered a step), with
+    deferred prompts in the control's pool; the resumed run is the uninterrupted one."""
+    run = tmp_path / "selection"
+    assert _run(run, kill_at="checkpoint-renamed:4", resume=False, args=SELECTION_ARGS) == -9
+    saved = json.loads((run / ckpt.CKPT_DIR / "step-000004" / "state.json").read_text())
+    assert saved["control"]["pool"]["ids"], "nothing pending: the test would not test the pool"
+    assert 0 < saved["position"] < 12 or saved["epoch"] > 0
+    assert _run(run, args=SELECTION_ARGS) == 0
+    _assert_same_run(run, straight_selection, "selection resumed at step 4")
+    summaries = [json.loads((r / "summary.json").read_text()) for r in (run, straight_selection)]
+    for key in ("frac_rollouts_mixed", "exp_frac_rollouts_mixed", "prompts_rolled"):
+        assert summaries[0][key] == summaries[1][key], key

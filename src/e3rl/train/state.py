@@ -3,7 +3,7 @@
 Its `state_dict` is the checkpoint's payload: the keys of `TORCH_KEYS` go to `optim.pt`
 (tensors), the rest to `state.json`. The layout is the one checkpoints have always had, so a
 checkpoint written before this module resumes unchanged; one from before `e3rl.control` is
-mapped by `resume.control_state`.
+mapped by `control_state`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from e3rl.control import E3Control
+from e3rl.control.controller import CONTROL_STATE_FORMAT
 from e3rl.data import Batches, PromptStream
 from e3rl.train import checkpoint as ckpt
-from e3rl.train.resume import control_state
 
 # Entries of the state dict saved with torch (optim.pt); the others are JSON (state.json).
 TORCH_KEYS = ("optimizer", "scheduler", "rng")
@@ -81,3 +81,21 @@ class RunState:
         """(optim.pt part, state.json part) of the state dict."""
         full = self.state_dict()
         return {k: full.pop(k) for k in TORCH_KEYS}, full
+
+
+def control_state(saved: dict[str, Any]) -> dict[str, Any]:
+    """The E3Control state of a checkpoint's payload. Checkpoints written before e3rl.control
+    kept the tracker, the allocator's rng and the temperature controller apart: mapped here."""
+    if "control" in saved:
+        return saved["control"]
+    if "tracker" not in saved or "alloc_rng" not in saved:
+        raise KeyError("neither 'control' nor the older 'tracker' and 'alloc_rng' entries")
+    return {
+        "format": CONTROL_STATE_FORMAT,
+        "tracker": saved["tracker"],
+        "controller": saved.get("controller"),
+        "rng": saved["alloc_rng"],
+        "epoch": saved["epoch"],
+        "steps": saved["state"]["step"],
+        "length_bias_skipped": int(bool(saved["state"].get("length_bias_warned"))),
+    }

@@ -16,23 +16,11 @@ from e3rl.config import AlgoConfig
 from e3rl.precision import autocast
 from e3rl.rollout.base import Rollouts
 from e3rl.rollout.kv_cache import cache_kwarg
-from e3rl.tensors import token_entropy
+from e3rl.tensors import (
+    response_logits,  # noqa: F401  (re-exported)
+    token_entropy,
+)
 from e3rl.train import testing
-
-
-def response_logits(model, input_ids, attention_mask, response_width: int) -> torch.Tensor:
-    """Logits predicting each response token: [S, R, V] (input: prompt + R response columns).
-
-    The last response token only predicts what follows the response, so it is not fed."""
-    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=input_ids[:, :-1],
-        attention_mask=attention_mask[:, :-1],
-        position_ids=pos[:, :-1],
-        logits_to_keep=response_width,
-        use_cache=False,
-    )
-    return out.logits
 
 
 def shared_prompt_logits(

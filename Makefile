@@ -114,8 +114,9 @@ test-verl: $(VERL_VENV)/.installed
 gpu-wheels:
 	PY=$(PY) bash scripts/gpu_wheels.sh
 
-gpu-check-dry:
-	GPU_CHECK_PYTHON=$(PY) bash scripts/gpu_check.sh --dry-run
+# on CPU the dry run needs the project's venv (the GPU machine's python3 has torch itself)
+gpu-check-dry: $(STAMP)
+	GPU_CHECK_PYTHON=$(BIN)/python bash scripts/gpu_check.sh --dry-run
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -32,7 +32,7 @@ DEMO: dict = {
         "worked_fraction": 0.75,
         "worked_prior": 0.3,
     },
-    "data": {"train": "arith:train", "val": "arith:val", "batch_size": 16},
+    "data": {"train": "arith:train", "val": "arith:val", "batch_size": 16, "max_prompt_tokens": 64},
     "rollout": {"n": 8, "max_new_tokens": 36, "temperature": 1.0},
     "optim": {"lr": 5e-5, "warmup_steps": 10, "schedule": "cosine"},
     "trainer": {"total_steps": 300, "eval_every": 50, "save_every": 100, "threads": 2},

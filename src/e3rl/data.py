@@ -235,8 +235,7 @@ def task_prompts(task: TaskConfig, split: str) -> PromptSet:
         raise DataError(f"task split {task.name}:{split} does not exist; valid: {sorted(parts)}")
     out = []
     for p in parts[split]:
-        content = f"Compute {p.question[:-1]}. Put the final answer in \\boxed{{}}."
-        messages = [{"role": "user", "content": content}]
+        messages = [{"role": "user", "content": module.instruction(p)}]
         out.append(
             Prompt(
                 id=prompt_id(messages, str(p.answer)),

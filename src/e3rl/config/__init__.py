@@ -133,10 +133,10 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: Literal["arith"] = "arith"
-    """Built-in task used by data sources of the form 'arith:train' / 'arith:val'."""
+    name: Literal["arith", "countdown"] = "arith"
+    """Built-in task used by data sources of the form 'arith:train' / 'countdown:val'."""
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    """Difficulty levels to generate (see e3rl.tasks.arith for what each level is)."""
+    """Difficulty levels to generate (see e3rl.tasks.arith / e3rl.tasks.countdown for each level)."""
     worked_fraction: float = 0.5
     """Share of multi-step warm-start examples that show the worked steps (the rest answer directly)."""
     worked_prior: float | None = None
@@ -150,6 +150,14 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _require(len(self.levels) > 0, "levels", self.levels, "a non-empty list of levels")
+        from e3rl.tasks import TASKS
+
+        valid = sorted(TASKS[self.name].LEVELS) if self.name in TASKS else None
+        if valid is not None:
+            _require(
+                set(self.levels) <= set(valid), "levels", self.levels,
+                f"levels of task {self.name!r}, a subset of {valid}",
+            )
         _require(self.train_size >= 1, "train_size", self.train_size, "an integer >= 1")
         _require(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
         _require(

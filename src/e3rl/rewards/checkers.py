@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Callable
 
-from e3rl.tasks import arith
+from e3rl.tasks import arith, countdown
 
 RewardFn = Callable[..., float]
 
@@ -100,11 +100,16 @@ def arith_reward(response: str, answer: str, **_: object) -> float:
     return arith.score(response, answer)
 
 
+def countdown_reward(response: str, answer: str, **_: object) -> float:
+    return countdown.score(response, answer)
+
+
 REWARDS: dict[str, RewardFn] = {
     "exact": exact_reward,
     "numeric": numeric_reward,
     "math": math_reward,
     "arith": arith_reward,
+    "countdown": countdown_reward,
 }
 
 

@@ -67,9 +67,9 @@ def _call(fn: RewardFn, response: str, answer: str, info: dict, timeout: float):
 
 def needs_isolation(fn: RewardFn) -> bool:
     """math-verify and user functions may hang in C code; the built-in string checkers cannot."""
-    from e3rl.rewards.checkers import arith_reward, exact_reward, numeric_reward
+    from e3rl.rewards.checkers import arith_reward, countdown_reward, exact_reward, numeric_reward
 
-    return fn not in (arith_reward, exact_reward, numeric_reward)
+    return fn not in (arith_reward, countdown_reward, exact_reward, numeric_reward)
 
 
 @dataclass

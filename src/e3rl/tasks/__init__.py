@@ -1,5 +1,5 @@
 """Built-in verifiable tasks with graded difficulty (demos, tests, benchmarks)."""
 
-from e3rl.tasks import arith
+from e3rl.tasks import arith, countdown
 
-TASKS = {"arith": arith}
+TASKS = {"arith": arith, "countdown": countdown}

@@ -65,6 +65,11 @@ class Problem:
         return f"#{self.answer}"
 
 
+def instruction(p: Problem) -> str:
+    """The prompt's text for a chat model."""
+    return f"Compute {p.question[:-1]}. Put the final answer in \\boxed{{}}."
+
+
 def _operand(rng: random.Random, digits: int) -> int:
     lo = 0 if digits == 1 else 10 ** (digits - 1)
     return rng.randint(lo, 10**digits - 1)

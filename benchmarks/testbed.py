@@ -374,6 +374,12 @@ def load_records(out: Path) -> list[dict]:
     """Every record under OUT/runs; one testbed, step count and pass_n, or a clear error."""
     files = sorted((out / "runs").glob("*.json"))
     records = [json.loads(f.read_text()) for f in files]
+    order = {arm: i for i, arm in enumerate(ARMS)}  # uniform first, then as ARMS lists them
+    pairs = sorted(
+        zip(files, records, strict=True),
+        key=lambda fr: (order.get(fr[1]["arm"], len(order)), fr[1]["arm"], fr[1]["seed"]),
+    )
+    files, records = [f for f, _ in pairs], [r for _, r in pairs]
     for key in SETTINGS:
         values = {r[key] for r in records}
         if len(values) > 1:

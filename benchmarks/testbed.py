@@ -473,7 +473,7 @@ def to_markdown(s: dict) -> str:
         ]
     )
     for arm, a in s["arms"].items():
-        to_final = a["rollouts_to_uniform_final"]["ratio_to_uniform_total"]
+        to_final = a["rollouts_to_uniform_final_ratio"]
         rows.append(
             [
                 arm,
@@ -482,7 +482,7 @@ def to_markdown(s: dict) -> str:
                 _fmt(a["auc"]),
                 _fmt(to_final, ".2f"),
                 str(to_final["censored"]),
-                _fmt(a["rollouts_to_90pct_uniform_gain"]["ratio_to_uniform_total"], ".2f"),
+                _fmt(a["rollouts_to_90pct_uniform_gain_ratio"], ".2f"),
                 _fmt(a["group_shares"]["all_wrong"], ".2f"),
                 _fmt(a["group_shares"]["mixed"], ".2f"),
                 _fmt(a["entropy_rolling10_abs_dev"], ".3f"),

@@ -152,13 +152,15 @@ def _by_arm_seed(records: Sequence[dict]) -> dict[str, dict[int, dict]]:
     return out
 
 
-def _reach_stats(values: list[tuple[float, bool]], totals: list[float]) -> dict[str, Any]:
-    """Rollouts to a target (censored at the run's total) and their ratio to uniform's total."""
+def _reach_stats(
+    name: str, values: list[tuple[float, bool]], totals: list[float]
+) -> dict[str, dict[str, Any]]:
+    """Rollouts to a target (censored at the run's total), and their ratio to the same seed's
+    uniform total, as NAME and NAME_ratio."""
+    censored = sum(c for _, c in values)
     stats = bootstrap_mean([v for v, _ in values])
-    stats["censored"] = sum(c for _, c in values)
     ratio = bootstrap_mean([v / t for (v, _), t in zip(values, totals, strict=True)])
-    ratio["censored"] = stats["censored"]
-    return {"rollouts": stats, "ratio_to_uniform_total": ratio}
+    return {name: {**stats, "censored": censored}, f"{name}_ratio": {**ratio, "censored": censored}}
 
 
 def _arm_block(runs: dict[int, dict], uniform: dict[int, dict]) -> dict[str, Any]:
@@ -179,8 +181,8 @@ def _arm_block(runs: dict[int, dict], uniform: dict[int, dict]) -> dict[str, Any
         "final_acc": bootstrap_mean([runs[s]["final_val_accuracy"] for s in seeds]),
         "smoothed_final_acc": bootstrap_mean([smoothed_final(runs[s]["val_curve"]) for s in seeds]),
         "auc": bootstrap_mean([area_under_curve(runs[s]["val_curve"]) for s in seeds]),
-        "rollouts_to_uniform_final": _reach_stats(to_final, totals),
-        "rollouts_to_90pct_uniform_gain": _reach_stats(to_gain, totals),
+        **_reach_stats("rollouts_to_uniform_final", to_final, totals),
+        **_reach_stats("rollouts_to_90pct_uniform_gain", to_gain, totals),
         "pass_at_k": {
             k: bootstrap_mean([runs[s]["pass_at_k"][k] for s in seeds if k in runs[s]["pass_at_k"]])
             for k in ks
@@ -205,7 +207,7 @@ def _saving_claims(arms: dict[str, dict]) -> dict[str, dict]:
     for arm, target in SAVING_TARGETS.items():
         if arm not in arms:
             continue
-        ratio = arms[arm]["rollouts_to_uniform_final"]["ratio_to_uniform_total"]
+        ratio = arms[arm]["rollouts_to_uniform_final_ratio"]
         n, cens = ratio["n"], ratio["censored"]
         out[arm] = {
             "arm": arm,

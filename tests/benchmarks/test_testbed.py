@@ -182,7 +182,7 @@ def test_summary_pairs_each_seed_with_its_uniform_run_and_decides():
     assert paper["ratio"]["censored"] == N and paper["ratio"]["mean"] == pytest.approx(1.0)
     assert paper["verdict"] == S.REFUTED and paper["saving_verdict"] == S.UNDECIDED
     # 90 % of uniform's gain: 0.3 + 0.9 x 0.3 = 0.57, uniform itself at 270 of 500
-    u90 = s["arms"]["uniform"]["rollouts_to_90pct_uniform_gain"]["ratio_to_uniform_total"]
+    u90 = s["arms"]["uniform"]["rollouts_to_90pct_uniform_gain_ratio"]
     assert u90["mean"] == pytest.approx(270 / 500)
     assert s["arms"]["e3rl"]["auc"]["mean"] == pytest.approx((45 + 65 + 70 * 3) / 500)
 

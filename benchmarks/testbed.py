@@ -216,7 +216,7 @@ def make_record(
         "arm": arm,
         "seed": seed,
         "testbed": tb["name"],
-        "steps": len(rows),
+        "steps": tb["steps"],
         "eval_every": tb["eval_every"],
         "pass_n": tb["pass_n"],
         "overrides": overrides,
@@ -272,10 +272,12 @@ def run_one(arm: str, seed: int, tb: dict, runs: Path, extra: list[str], threads
     ks = [k for k in PASS_K if k <= tb["pass_n"]]
     res = _eval(str(run / "final"), tb, extra, tb["val_source"], tb["pass_n"], ks, run, threads)
     params = _param_count(run / "final")
-    for heavy in ("checkpoints", "final", "eval.json"):
-        path = run / heavy
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run / "final", ignore_errors=True)
+    (run / "eval.json").unlink()  # every prompt's responses: the record keeps the figures
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    if len(rows) != tb["steps"]:
+        raise RuntimeError(f"{run}/metrics.jsonl has {len(rows)} steps, not {tb['steps']}")
     summary = json.loads((run / "summary.json").read_text())
     rec = make_record(arm, seed, tb, overrides, rows, summary, _passk(res), wall, threads)
     rec["model_params"] = params
@@ -543,13 +545,20 @@ def plot(records: list[dict], summary: dict, path: Path) -> None:
     arms.plot_suite(records, view, path)
 
 
+def _base(out: Path) -> dict:
+    path = out / "base.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run the suite (it evaluates the base model first)")
+    return json.loads(path.read_text())
+
+
 def finish(out: Path, testbed: str, candidates: Path) -> dict | None:
     """Rebuild summary.json, summary.md and suite.png from OUT's JSONs only."""
     records = load_records(out)
     if not any(r["arm"] == "uniform" for r in records):
         print(f"no uniform runs under {out}/runs yet: no summary")
         return None
-    base = json.loads((out / "base.json").read_text())
+    base = _base(out)
     summary = S.summarize(
         records, base["pass_at_k"], testbed_block(testbed, out, candidates, records, base)
     )
@@ -567,13 +576,15 @@ def measure_candidate(name: str, out: Path, candidates: Path) -> dict:
     """Section 1's properties of one testbed from its uniform runs: candidates/NAME.json and its
     row in candidates.md."""
     records = [r for r in load_records(out) if r["arm"] == "uniform"]
-    base = json.loads((out / "base.json").read_text())
+    if not records:
+        raise SystemExit(f"no uniform runs under {out}/runs to measure {name!r} on")
+    base = _base(out)
     cand = S.candidate_properties(records, base["pass_at_k"], base["train_pass_rates"])
     tb = TESTBEDS[name]
     cand = {
         "name": name,
         "config": tb["config"],
-        "overrides": tb["overrides"],
+        "overrides": records[0]["overrides"],  # the testbed's and any given on the command line
         "steps": records[0]["steps"],
         "model_params": next((r.get("model_params") for r in records), None),
         "threads": records[0]["threads"],

@@ -310,7 +310,7 @@ def _rows(n: int = 4, rollouts=128) -> list[dict]:
 
 
 def test_record_checks_the_budget_and_takes_the_median_step_time():
-    tb = {"name": "toy", "eval_every": 2, "pass_n": 4, "budget": 128}
+    tb = {"name": "toy", "steps": 4, "eval_every": 2, "pass_n": 4, "budget": 128}
     summary = {"base_val_accuracy": 0.3, "final_val_accuracy": 0.4, "rollouts": 504, "tokens": 1}
     rec = T.make_record("uniform", 0, tb, [], _rows(), summary, {"greedy": 0.4}, 1.0, 1)
     assert not rec["budget_ok"] and rec["rollouts_per_step"] == {"min": 120, "max": 128}

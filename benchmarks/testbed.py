@@ -503,7 +503,9 @@ def verdict_lines(claims: dict) -> list[str]:
         out.append(
             f"- rollout saving, {arm}: ratio {_fmt(c['ratio'], '.3f')} (n {c['ratio']['n']}, "
             f"censored {c['ratio']['censored']}) against the claimed {c['target']}: "
-            f"**{c['verdict']}**; any saving (ratio < 1): {c['saving_verdict']}"
+            f"**{c['verdict']}**; any saving (ratio < 1): {c['saving_verdict']}; over "
+            f"uniform's own rollouts to its final {_fmt(c['ratio_vs_uniform_reach'], '.3f')}: "
+            f"{c['verdict_vs_uniform_reach']}"
         )
     for arm, c in claims["passk_vs_base"].items():
         line = (

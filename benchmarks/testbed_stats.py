@@ -166,13 +166,16 @@ def _reach_stats(
 def _arm_block(runs: dict[int, dict], uniform: dict[int, dict]) -> dict[str, Any]:
     seeds = sorted(runs)
     paired = [s for s in seeds if s in uniform]
-    to_final, to_gain, totals = [], [], []
+    to_final, to_gain, totals, vs_reach = [], [], [], []
     for s in paired:
         u, curve = uniform[s]["val_curve"], runs[s]["val_curve"]
         final_u = smoothed_final(u)
         to_final.append(rollouts_to_reach(curve, final_u))
         to_gain.append(rollouts_to_reach(curve, u[0][2] + 0.9 * (final_u - u[0][2])))
         totals.append(float(u[-1][1]))
+        own = rollouts_to_reach(u, final_u)[0]  # a smoothed target: reached before the end
+        if own > 0:  # 0: uniform's final is not above its base, no ratio
+            vs_reach.append(to_final[-1][0] / own)
     ks = sorted({k for r in runs.values() for k in r["pass_at_k"]}, key=_k_order)
     tracked = [runs[s]["entropy_tracking"] for s in seeds if runs[s].get("entropy_tracking")]
     return {
@@ -183,6 +186,12 @@ def _arm_block(runs: dict[int, dict], uniform: dict[int, dict]) -> dict[str, Any
         "auc": bootstrap_mean([area_under_curve(runs[s]["val_curve"]) for s in seeds]),
         **_reach_stats("rollouts_to_uniform_final", to_final, totals),
         **_reach_stats("rollouts_to_90pct_uniform_gain", to_gain, totals),
+        # the same over what uniform itself needed to reach its smoothed final (censored seeds
+        # as in the ratio above): what a saving is worth where uniform's own curve plateaus
+        "rollouts_to_uniform_final_vs_uniform_reach": {
+            **bootstrap_mean(vs_reach),
+            "censored": sum(c for _, c in to_final),
+        },
         "pass_at_k": {
             k: bootstrap_mean([runs[s]["pass_at_k"][k] for s in seeds if k in runs[s]["pass_at_k"]])
             for k in ks
@@ -217,6 +226,9 @@ def _saving_claims(arms: dict[str, dict]) -> dict[str, dict]:
             # the weaker claim, "any saving at all": the interval excludes 1 (no saving)
             "saving_verdict": verdict(ratio["ci95"], 1.0, "below", n, cens),
         }
+        alt = arms[arm]["rollouts_to_uniform_final_vs_uniform_reach"]
+        out[arm]["ratio_vs_uniform_reach"] = alt
+        out[arm]["verdict_vs_uniform_reach"] = verdict(alt["ci95"], target, "below", alt["n"], cens)
     return out
 
 

@@ -181,6 +181,11 @@ def test_summary_pairs_each_seed_with_its_uniform_run_and_decides():
     paper = s["claims"]["rollout_saving_vs_uniform"]["paper"]
     assert paper["ratio"]["censored"] == N and paper["ratio"]["mean"] == pytest.approx(1.0)
     assert paper["verdict"] == S.REFUTED and paper["saving_verdict"] == S.UNDECIDED
+    # over what uniform itself needed for its final (0.6 at 300): 100 / 300; paper 500 / 300
+    assert e3["ratio_vs_uniform_reach"]["mean"] == pytest.approx(1 / 3)
+    assert e3["verdict_vs_uniform_reach"] == S.REPRODUCED
+    assert paper["ratio_vs_uniform_reach"]["mean"] == pytest.approx(5 / 3)
+    assert paper["verdict_vs_uniform_reach"] == S.REFUTED
     # 90 % of uniform's gain: 0.3 + 0.9 x 0.3 = 0.57, uniform itself at 270 of 500
     u90 = s["arms"]["uniform"]["rollouts_to_90pct_uniform_gain_ratio"]
     assert u90["mean"] == pytest.approx(270 / 500)

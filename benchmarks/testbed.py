@@ -421,6 +421,10 @@ def testbed_block(name: str, out: Path, candidates: Path, records: list[dict], b
     }
 
 
+def _num(v: float | None) -> str:
+    return "— (not measurable)" if v is None else f"{v:.3f}"
+
+
 def _fmt(stat: dict | None, fmt: str = ".3f") -> str:
     if not stat or stat.get("mean") is None:
         return "—"
@@ -438,7 +442,7 @@ def to_markdown(s: dict) -> str:
         "",
         f"Model parameters {tb['model_params']}; {tb['step_seconds']:.2f} s a step (median); "
         f"base pass-rate spread {json.dumps({k: round(v, 3) for k, v in tb['base_pass_rate_spread'].items()})}; "  # noqa: E501
-        f"uniform's late-gain share {tb['uniform_late_gain_share']}; uniform's T=1 entropy "
+        f"uniform's late-gain share {_num(tb['uniform_late_gain_share'])}; uniform's T=1 entropy "
         f"drop {tb['uniform_entropy_drop']['drop']:.3f}; uniform's pass@k minus base "
         f"{json.dumps({k: round(v, 3) for k, v in tb['uniform_passk_minus_base'].items()})}; "
         f"properties {json.dumps(tb['properties'])} (from {tb['source']}).",

@@ -355,7 +355,8 @@ def run_jobs(
     return failures
 
 
-SETTINGS = ("testbed", "steps", "eval_every", "pass_n")
+# what every record of one out dir shares (the thread count too: it changes the numerics)
+SETTINGS = ("testbed", "steps", "eval_every", "pass_n", "threads")
 
 
 def check_settings(out: Path, tb: dict) -> None:
@@ -649,9 +650,18 @@ def _args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="override the testbed's steps")
     p.add_argument("--eval-every", type=int, help="override the testbed's eval_every")
     p.add_argument("--pass-n", type=int, help="override the testbed's pass_n (samples for pass@k)")
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (2 // jobs torch threads)")
-    p.add_argument("--out", help=f"default {RESULTS} for the chosen testbed, else {RESULTS}/NAME")
-    p.add_argument("--runs-dir", help="run directories (default runs/bench/testbed/<out name>)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="runs in parallel, 2 // jobs torch threads each (default 2; "
+        "--candidate: 1, so that its seconds a step are at 2 threads)",
+    )
+    p.add_argument(
+        "--out",
+        help=f"default {RESULTS} for the chosen testbed, else {RESULTS}/NAME; --candidate: "
+        "CANDIDATES/NAME; --quick appends -quick",
+    )
+    p.add_argument("--runs-dir", help="run directories (default: runs/bench/ + the out dir's path)")
     p.add_argument("--candidates", default=str(RESULTS / "candidates"))
     p.add_argument("--quick", action="store_true", help="uniform vs e3rl, seeds 0,1, few steps")
     p.add_argument("--summarize", action="store_true", help="rebuild the summary from the JSONs")
@@ -660,8 +670,8 @@ def _args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def main() -> None:
-    a = _args()
+def _settings(a: argparse.Namespace) -> tuple[dict, Path]:
+    """The testbed's settings as this invocation runs them, and its out dir."""
     name = a.candidate or a.testbed
     tb = testbed_config(name, a.overrides)
     if a.quick:
@@ -671,32 +681,54 @@ def main() -> None:
         a.arms = "uniform"
     a.seeds = a.seeds or ("0" if a.candidate else "0,1,2,3,4,5,6,7")
     a.arms = a.arms or ",".join(ARMS)
+    a.jobs = a.jobs or (1 if a.candidate else 2)
+    tb["threads"] = max(1, 2 // a.jobs)
     for key in ("steps", "eval_every", "pass_n"):
         if getattr(a, key) is not None:
             tb[key] = getattr(a, key)
-    out = Path(a.out or (RESULTS if name == CHOSEN else RESULTS / name))
-    if a.quick and not a.out:
-        out = out.with_name(out.name + "-quick")
+    if a.out:
+        return tb, Path(a.out)
+    # candidate runs stay apart from the suite's: another thread count, other seeds
+    if a.candidate:
+        out = Path(a.candidates) / name
+    else:
+        out = RESULTS if name == CHOSEN else RESULTS / name
+    return tb, out.with_name(out.name + "-quick") if a.quick else out
+
+
+def _runs_dir(out: Path) -> Path:
+    """runs/bench/ mirrors benchmarks/results/ (another out dir: runs/bench/testbed-other/)."""
+    try:
+        return Path("runs/bench") / out.resolve().relative_to(REPO / "benchmarks" / "results")
+    except ValueError:
+        return Path("runs/bench/testbed-other") / out.name
+
+
+def main() -> None:
+    a = _args()
+    tb, out = _settings(a)
     candidates = Path(a.candidates)
     if a.summarize:
-        finish(out, name, candidates)
+        finish(out, tb["name"], candidates)
         return
-    runs = Path(a.runs_dir or Path("runs/bench/testbed") / out.name)
-    threads = max(1, 2 // a.jobs)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    runs = Path(a.runs_dir) if a.runs_dir else _runs_dir(out)
+    os.environ.setdefault("OMP_NUM_THREADS", str(tb["threads"]))
     check_settings(out, tb)
-    # The base is built (warm start, cached) and evaluated before anything runs in parallel.
-    base_eval(tb, out, runs, a.overrides, 2 if a.jobs == 1 else 1)
     jobs = [(arm, int(s)) for s in a.seeds.split(",") for arm in a.arms.split(",")]
     for arm, _ in jobs:
         arm_overrides(arm, tb["batch_size"])  # an unknown arm fails before anything runs
+    # The base is built (warm start, cached) and evaluated before anything runs in parallel.
+    base_eval(tb, out, runs, a.overrides, 2 if a.jobs == 1 else 1)
     failures = run_jobs(
-        jobs, out, lambda arm, seed: run_one(arm, seed, tb, runs, a.overrides, threads), a.jobs
+        jobs,
+        out,
+        lambda arm, seed: run_one(arm, seed, tb, runs, a.overrides, tb["threads"]),
+        a.jobs,
     )
     if a.candidate:
-        print(json.dumps(measure_candidate(name, out, candidates), indent=1))
+        print(json.dumps(measure_candidate(tb["name"], out, candidates), indent=1))
     else:
-        finish(out, name, candidates)
+        finish(out, tb["name"], candidates)
     if failures:
         raise SystemExit("failed runs:\n" + "\n".join(failures))
 

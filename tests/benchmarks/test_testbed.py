@@ -350,11 +350,13 @@ def test_run_jobs_skips_jobs_with_a_record_and_keeps_going_after_a_failure(tmp_p
 
 def test_records_made_with_other_settings_are_refused(tmp_path):
     rec = {"arm": "uniform", "seed": 0, "testbed": "arith", "steps": 300, "eval_every": 25,
-           "pass_n": 64}  # fmt: skip
+           "pass_n": 64, "threads": 1}  # fmt: skip
     T._write_json(T.record_path(tmp_path, "uniform", 0), rec)
-    tb = {"name": "arith", "steps": 20, "eval_every": 25, "pass_n": 64}
+    tb = {"name": "arith", "steps": 20, "eval_every": 25, "pass_n": 64, "threads": 1}
     with pytest.raises(SystemExit, match="uniform-s0.json was made with .*'steps': 300"):
         T.check_settings(tmp_path, tb)
+    with pytest.raises(SystemExit, match="'threads': 1"):
+        T.check_settings(tmp_path, {**tb, "steps": 300, "threads": 2})
     T.check_settings(tmp_path, {**tb, "steps": 300})
 
 

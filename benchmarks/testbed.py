@@ -579,7 +579,7 @@ def finish(out: Path, testbed: str, candidates: Path) -> dict | None:
 # --------------------------------------------------------------------------- candidates
 
 
-def measure_candidate(name: str, out: Path, candidates: Path) -> dict:
+def measure_candidate(name: str, out: Path, candidates: Path, label: str | None = None) -> dict:
     """Section 1's properties of one testbed from its uniform runs: candidates/NAME.json and its
     row in candidates.md."""
     records = [r for r in load_records(out) if r["arm"] == "uniform"]
@@ -589,7 +589,7 @@ def measure_candidate(name: str, out: Path, candidates: Path) -> dict:
     cand = S.candidate_properties(records, base["pass_at_k"], base["train_pass_rates"])
     tb = TESTBEDS[name]
     cand = {
-        "name": name,
+        "name": label or name,  # a --quick measurement is labelled NAME-quick, not NAME
         "config": tb["config"],
         "overrides": records[0]["overrides"],  # the testbed's and any given on the command line
         "steps": records[0]["steps"],
@@ -599,7 +599,7 @@ def measure_candidate(name: str, out: Path, candidates: Path) -> dict:
         "time_update logged in metrics.jsonl (validation excluded)",
         **cand,
     }
-    _write_json(candidates / f"{name}.json", cand)
+    _write_json(candidates / f"{label or name}.json", cand)
     (candidates / "candidates.md").write_text(candidates_table(candidates))
     return cand
 
@@ -726,7 +726,8 @@ def main() -> None:
         a.jobs,
     )
     if a.candidate:
-        print(json.dumps(measure_candidate(tb["name"], out, candidates), indent=1))
+        label = tb["name"] + ("-quick" if a.quick else "")
+        print(json.dumps(measure_candidate(tb["name"], out, candidates, label), indent=1))
     else:
         finish(out, tb["name"], candidates)
     if failures:

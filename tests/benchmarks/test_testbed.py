@@ -378,3 +378,25 @@ def test_quick_mode_end_to_end_two_steps(tmp_path):
     assert rec["budget_ok"] and not (tmp_path / "runs" / "e3rl-s0" / "final").exists()
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "2 of 2 jobs already have a record" in again.stdout
+
+
+def test_measure_candidate_writes_its_json_and_a_table_row(tmp_path):
+    rising = [[s, 128 * s, 0.3 + 0.003 * s] for s in range(0, 101, 10)]
+    out, cands = tmp_path / "out", tmp_path / "cands"
+    for seed in (0, 1):
+        rec = {
+            **_record("uniform", seed, rising, {"greedy": 0.5, "16": 0.7, "32": 0.78}),
+            "entropy_t1_head_tail": {"first": 0.5, "last": 0.3, "drop": 0.4},
+            "testbed": "arith", "steps": 100, "eval_every": 10, "pass_n": 32, "threads": 2,
+            "overrides": ["data.train_limit=800"], "model_params": 1234,
+        }  # fmt: skip
+        T._write_json(T.record_path(out, "uniform", seed), rec)
+    rates = [0.0] * 25 + [1.0] * 25 + [0.5] * 50
+    T._write_json(
+        out / "base.json", {"pass_at_k": {"16": 0.72, "32": 0.8}, "train_pass_rates": rates}
+    )
+    c = T.measure_candidate("arith", out, cands, "arith-quick")
+    assert c["all_pass"] and json.loads((cands / "arith-quick.json").read_text()) == c
+    row = (cands / "candidates.md").read_text().splitlines()[-1]
+    assert row.startswith("| arith-quick | 1234 | 100 x 2 | 0.25 / 0.25 / 0.50 |")
+    assert row.endswith("| -0.020 / -0.020 | 1.00 (2) | pass | pass | pass | pass |")

@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import testbed as T  # noqa: E402
+import testbed_report as R  # noqa: E402
 import testbed_stats as S  # noqa: E402
 
 # ---------------------------------------------------------------------------- curve estimators
@@ -221,7 +222,7 @@ def test_markdown_has_a_row_per_arm_and_the_verdicts(tmp_path):
         "properties": {},
         "source": "test",
     }
-    md = T.to_markdown(S.summarize(_suite(), {"greedy": 0.5, "64": 0.85}, block))
+    md = R.to_markdown(S.summarize(_suite(), {"greedy": 0.5, "64": 0.85}, block))
     for arm in ("uniform", "e3rl", "paper"):
         assert f"| {arm} | {N} |" in md
     assert "rollout saving, e3rl: ratio 0.200 [0.200, 0.200]" in md and "**refuted**" in md

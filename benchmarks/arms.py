@@ -82,15 +82,27 @@ def _cli(*args: str, threads: int) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def _pass_at_k(model: str, out_dir: Path, n: int, extra: list[str], threads: int) -> dict:
-    ks = ",".join(str(k) for k in PASS_K if k <= n)
+def _pass_at_k(
+    model: str,
+    out_dir: Path,
+    n: int,
+    extra: list[str],
+    threads: int,
+    config: str = CONFIG,
+    common: list[str] = COMMON,
+    data: str = "arith:val",
+    pass_k: tuple[int, ...] = PASS_K,
+) -> dict:
+    """Greedy accuracy and pass@k (k <= n) of `model` from `e3rl eval` at temperature 1
+    (benchmarks/testbed.py passes its own config, data and k)."""
+    ks = ",".join(str(k) for k in pass_k if k <= n)
     _cli(
         "eval",
         model,
         "--config",
-        CONFIG,
+        config,
         "--data",
-        "arith:val",
+        data,
         "--n",
         str(n),
         "--k",
@@ -99,7 +111,7 @@ def _pass_at_k(model: str, out_dir: Path, n: int, extra: list[str], threads: int
         "1.0",
         "--output-dir",
         str(out_dir),
-        *COMMON,
+        *common,
         *extra,
         threads=threads,
     )
@@ -330,6 +342,16 @@ def to_markdown(s: dict) -> str:
     )
 
 
+def _smooth5(x, y):
+    """A centred 5-point mean of y and the x it belongs to; a series shorter than 5 points (a
+    few-step smoke run) is drawn as it is."""
+    import numpy as np
+
+    if len(y) < 5:
+        return x, y
+    return x[2:-2], np.convolve(y, np.ones(5) / 5, "valid")
+
+
 def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
     """One figure of the whole suite, seeds averaged: accuracy against rollouts, pass@k, the
     share of rollouts that carry a learning signal and the entropy against its target."""
@@ -363,29 +385,17 @@ def plot_suite(records: list[dict], summary: dict, path: Path) -> None:
                 label=arm,
             )
         every = rs[0]["series_every"]
-        mixed = np.array([r["frac_rollouts_mixed"] for r in rs]).mean(axis=0)
+        mixed = np.array([r["frac_rollouts_mixed"] for r in rs], dtype=float).mean(axis=0)
         steps = np.arange(len(mixed)) * every + 1
-        kernel = np.ones(5) / 5
-        ax[2].plot(steps[2:-2], np.convolve(mixed, kernel, "valid"), color=colors[arm], label=arm)
+        ax[2].plot(*_smooth5(steps, mixed), color=colors[arm], label=arm)
+        ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
         if rs[0]["target_entropy"][-1] is not None:
-            ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
             tgt = np.array([r["target_entropy"] for r in rs], dtype=float).mean(axis=0)
-            ax[3].plot(
-                steps[2:-2],
-                np.convolve(ent, kernel, "valid"),
-                color=colors[arm],
-                label=f"{arm} entropy",
-            )
+            ax[3].plot(*_smooth5(steps, ent), color=colors[arm], label=f"{arm} entropy")
             ax[3].plot(steps, tgt, "--", color=colors[arm], label=f"{arm} target")
         else:
-            ent = np.array([r["entropy"] for r in rs], dtype=float).mean(axis=0)
             ax[3].plot(
-                steps[2:-2],
-                np.convolve(ent, kernel, "valid"),
-                color=colors[arm],
-                alpha=0.5,
-                lw=1,
-                label=f"{arm} entropy",
+                *_smooth5(steps, ent), color=colors[arm], alpha=0.5, lw=1, label=f"{arm} entropy"
             )
     if summary["target_accuracy"] is not None:
         ax[0].axhline(

@@ -37,11 +37,64 @@ import testbed_stats as S
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results/testbed")
-CHOSEN = "arith"  # the testbed of RESULTS (the lead sets the chosen one, e.g. "countdown")
+CHOSEN = "countdown-ws3000-const"  # the testbed of RESULTS (docs/benchmarks.md: why this one)
 PASS_K = (1, 2, 4, 8, 16, 32, 64)
 SPREAD_SAMPLES = 16  # samples per training prompt for the base's pass-rate spread
 
 TESTBEDS: dict[str, dict] = {
+    # Countdown (e3rl.tasks.countdown) on the tiny model: search, 2,000 training prompts.
+    # Accuracy = pass@1 at T=1 from 4 samples a validation prompt (docs/benchmarks.md: greedy
+    # accuracy plateaued while the sampled one kept rising, countdown-greedy below).
+    "countdown": {
+        "config": "configs/testbed.yaml",
+        "overrides": ["model.warm_start.seed=0"],
+        "steps": 600,
+        "eval_every": 25,
+        "pass_n": 64,
+        "accuracy": "pass@1",
+        "eval_n": 4,
+        "spread_limit": 2000,  # every training prompt
+        "quick": {"steps": 20, "eval_every": 5, "pass_n": 8},
+    },
+    # the first candidate: the same run judged on greedy validation accuracy
+    "countdown-greedy": {
+        "config": "configs/testbed.yaml",
+        "overrides": ["model.warm_start.seed=0"],
+        "steps": 600,
+        "eval_every": 25,
+        "pass_n": 64,
+        "spread_limit": 2000,
+        "quick": {"steps": 20, "eval_every": 5, "pass_n": 8},
+    },
+    # the same with a constant learning rate after warm-up: cosine decay leaves the second half
+    # of a run 18 % of the total learning rate, so "still gains late" is mostly a schedule test
+    "countdown-ws3000-const": {
+        "config": "configs/testbed.yaml",
+        "overrides": [
+            "model.warm_start.seed=0",
+            "model.warm_start.steps=3000",
+            "optim.schedule=constant",
+        ],
+        "steps": 600,
+        "eval_every": 25,
+        "pass_n": 64,
+        "accuracy": "pass@1",
+        "eval_n": 4,
+        "spread_limit": 2000,
+        "quick": {"steps": 20, "eval_every": 5, "pass_n": 8},
+    },
+    # twice the warm start: a sharper base (a candidate for more prompts the base solves)
+    "countdown-ws3000": {
+        "config": "configs/testbed.yaml",
+        "overrides": ["model.warm_start.seed=0", "model.warm_start.steps=3000"],
+        "steps": 600,
+        "eval_every": 25,
+        "pass_n": 64,
+        "accuracy": "pass@1",
+        "eval_n": 4,
+        "spread_limit": 2000,
+        "quick": {"steps": 20, "eval_every": 5, "pass_n": 8},
+    },
     # the demo task as benchmarks/arms.py runs it: 800 training prompts, so prompts come back
     "arith": {
         "config": "configs/demo.yaml",
@@ -208,8 +261,16 @@ def make_record(
     passk: dict,
     wall: float,
     threads: int,
+    base_point: float,
 ) -> dict:
-    """The compact, self-contained record of one run (the summary is rebuilt from these only)."""
+    """The compact, self-contained record of one run (the summary is rebuilt from these only).
+
+    `val_curve` is the testbed's accuracy (`accuracy`: greedy, or pass@1 at T=1 from
+    trainer.eval_n samples a prompt) against cumulative rollouts; `base_point` its step-0 value."""
+    key = "val_pass@1" if tb.get("accuracy") == "pass@1" else "val_accuracy"
+    curve = [[0, 0, base_point]] + [
+        [r["step"], r["cum_rollouts"], r[key]] for r in rows if key in r
+    ]
     every = max(1, len(rows) // 60)
     t1 = [r["entropy_t1"] for r in rows]
     per_step = [r["rollouts"] for r in rows]
@@ -228,9 +289,11 @@ def make_record(
         "budget_per_step": tb["budget"],
         "rollouts_per_step": {"min": min(per_step), "max": max(per_step)},
         "budget_ok": min(per_step) == max(per_step) == tb["budget"],
-        "base_val_accuracy": summary["base_val_accuracy"],
-        "final_val_accuracy": summary["final_val_accuracy"],
-        "val_curve": [[0, 0, summary["base_val_accuracy"]]]
+        "accuracy": tb.get("accuracy", "greedy"),
+        "base_val_accuracy": base_point,
+        "final_val_accuracy": curve[-1][2],
+        "val_curve": curve,
+        "greedy_curve": [[0, 0, summary["base_val_accuracy"]]]
         + [[r["step"], r["cum_rollouts"], r["val_accuracy"]] for r in rows if "val_accuracy" in r],
         "rollouts": summary["rollouts"],
         "tokens": summary["tokens"],
@@ -251,11 +314,16 @@ def make_record(
     }
 
 
-def run_one(arm: str, seed: int, tb: dict, runs: Path, extra: list[str], threads: int) -> dict:
+def run_one(
+    arm: str, seed: int, tb: dict, runs: Path, extra: list[str], threads: int, base: dict
+) -> dict:
     """Train one (arm, seed), evaluate its final model, delete the heavy files, return its record."""
     run = runs / f"{arm}-s{seed}"
     shutil.rmtree(run, ignore_errors=True)
     overrides = [*tb["overrides"], *arm_overrides(arm, tb["batch_size"]), *extra]
+    sampled = tb.get("accuracy") == "pass@1"
+    if sampled:  # validation samples eval_n responses a prompt at T=1 (pass@1 = their mean)
+        overrides.append(f"trainer.eval_n={tb['eval_n']}")
     t0 = time.perf_counter()
     arms._cli(
         "train",
@@ -280,7 +348,9 @@ def run_one(arm: str, seed: int, tb: dict, runs: Path, extra: list[str], threads
     if len(rows) != tb["steps"]:
         raise RuntimeError(f"{run}/metrics.jsonl has {len(rows)} steps, not {tb['steps']}")
     summary = json.loads((run / "summary.json").read_text())
-    rec = make_record(arm, seed, tb, overrides, rows, summary, _passk(res), wall, threads)
+    # the step-0 point: the base's greedy accuracy, or its pass@1 from base.json's pass_n samples
+    start = base["pass_at_k"]["1"] if sampled else summary["base_val_accuracy"]
+    rec = make_record(arm, seed, tb, overrides, rows, summary, _passk(res), wall, threads, start)
     rec["model_params"] = params
     return rec
 
@@ -357,7 +427,12 @@ def run_jobs(
 
 
 # what every record of one out dir shares (the thread count too: it changes the numerics)
-SETTINGS = ("testbed", "steps", "eval_every", "pass_n", "threads")
+SETTINGS = ("testbed", "steps", "eval_every", "pass_n", "threads", "accuracy")
+DEFAULTS = {"accuracy": "greedy"}  # records and testbeds from before the setting existed
+
+
+def _setting(d: dict, key: str):
+    return d.get(key, DEFAULTS.get(key))
 
 
 def check_settings(out: Path, tb: dict) -> None:
@@ -365,8 +440,8 @@ def check_settings(out: Path, tb: dict) -> None:
     be skipped as done, then mixed into one summary)."""
     for f in sorted((out / "runs").glob("*.json")):
         rec = json.loads(f.read_text())
-        have = {k: rec[k] for k in SETTINGS}
-        want = {k: tb["name"] if k == "testbed" else tb[k] for k in SETTINGS}
+        have = {k: _setting(rec, k) for k in SETTINGS}
+        want = {k: tb["name"] if k == "testbed" else _setting(tb, k) for k in SETTINGS}
         if have != want:
             raise SystemExit(
                 f"{f} was made with {have}, this invocation asks {want}: use another --out "
@@ -385,9 +460,9 @@ def load_records(out: Path) -> list[dict]:
     )
     files, records = [f for f, _ in pairs], [r for _, r in pairs]
     for key in SETTINGS:
-        values = {r[key] for r in records}
+        values = {_setting(r, key) for r in records}
         if len(values) > 1:
-            names = ", ".join(f"{f.name}={r[key]}" for f, r in zip(files, records, strict=True))
+            names = ", ".join(f"{f.name}={_setting(r, key)}" for f, r in zip(files, records, strict=True))
             raise SystemExit(f"{out}/runs mixes runs of different {key}: {names}")
     return records
 
@@ -554,11 +629,11 @@ def main() -> None:
     for arm, _ in jobs:
         arm_overrides(arm, tb["batch_size"])  # an unknown arm fails before anything runs
     # The base is built (warm start, cached) and evaluated before anything runs in parallel.
-    base_eval(tb, out, runs, a.overrides, 2 if a.jobs == 1 else 1)
+    base = base_eval(tb, out, runs, a.overrides, 2 if a.jobs == 1 else 1)
     failures = run_jobs(
         jobs,
         out,
-        lambda arm, seed: run_one(arm, seed, tb, runs, a.overrides, tb["threads"]),
+        lambda arm, seed: run_one(arm, seed, tb, runs, a.overrides, tb["threads"], base),
         a.jobs,
     )
     if a.candidate:

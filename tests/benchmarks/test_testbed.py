@@ -318,13 +318,28 @@ def _rows(n: int = 4, rollouts=128) -> list[dict]:
 def test_record_checks_the_budget_and_takes_the_median_step_time():
     tb = {"name": "toy", "steps": 4, "eval_every": 2, "pass_n": 4, "budget": 128}
     summary = {"base_val_accuracy": 0.3, "final_val_accuracy": 0.4, "rollouts": 504, "tokens": 1}
-    rec = T.make_record("uniform", 0, tb, [], _rows(), summary, {"greedy": 0.4}, 1.0, 1)
+    rec = T.make_record("uniform", 0, tb, [], _rows(), summary, {"greedy": 0.4}, 1.0, 1, 0.3)
     assert not rec["budget_ok"] and rec["rollouts_per_step"] == {"min": 120, "max": 128}
     assert rec["step_seconds"] == pytest.approx(1.25)  # median of 1.1, 1.2, 1.3, 1.4
     assert rec["val_curve"] == [[0, 0, 0.3], [2, 256, 0.4], [4, 512, 0.4]]
     assert rec["entropy_t1_head_tail"] == pytest.approx(
         {"first": 0.35, "last": 0.15, "drop": 4 / 7}
     )
+
+
+def test_a_pass_at_1_testbed_reads_the_sampled_validation_and_starts_at_the_base_point():
+    tb = {"name": "toy", "steps": 4, "eval_every": 2, "pass_n": 4, "budget": 128,
+          "accuracy": "pass@1"}
+    rows = _rows()
+    for r in rows:
+        if "val_accuracy" in r:
+            r["val_pass@1"] = {2: 0.3, 4: 0.4}[r["step"]]
+    summary = {"base_val_accuracy": 0.3, "final_val_accuracy": 0.4, "rollouts": 504, "tokens": 1}
+    rec = T.make_record("uniform", 0, tb, [], rows, summary, {"greedy": 0.4}, 1.0, 1, 0.25)
+    assert rec["val_curve"] == [[0, 0, 0.25], [2, 256, 0.3], [4, 512, 0.4]]
+    assert rec["greedy_curve"] == [[0, 0, 0.3], [2, 256, 0.4], [4, 512, 0.4]]
+    assert (rec["base_val_accuracy"], rec["final_val_accuracy"]) == (0.25, 0.4)
+    assert rec["accuracy"] == "pass@1"
 
 
 def test_run_jobs_skips_jobs_with_a_record_and_keeps_going_after_a_failure(tmp_path):

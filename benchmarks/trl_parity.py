@@ -18,7 +18,9 @@ num_iterations 1).
 Arms (`ARMS`): `trl` (GRPOTrainer, its defaults otherwise: loss_type dapo = token-mean over the
 batch, scale_rewards group, top_k 0, top_p 1), `e3rl` (the demo config, uniform budget) and
 `e3rl-trlsched` (e3rl with TRL's schedule and advantage epsilon: warm-up from lr 0,
-algo.adv_eps 1e-4), the two known differences switched off.
+algo.adv_eps 1e-4), the two known differences switched off, and `e3rl-multinomial` (e3rl drawing
+its rollouts with torch.multinomial, as transformers' `generate` does, instead of its inverse-CDF
+sampler).
 
 Each final model gets the same evaluation with e3rl's evaluator on the demo's 300 held-out
 prompts: greedy accuracy (overall and per level) and mean@8 at temperature 1 (8 samples per
@@ -59,6 +61,9 @@ ARMS: dict[str, list[str]] = {
     "trl": [],  # not an e3rl arm: GRPOTrainer
     "e3rl": [],
     "e3rl-trlsched": ["algo.adv_eps=1e-4", "+lr_from_zero"],
+    # e3rl with TRL's sampler: torch.multinomial instead of the inverse-CDF draw (same
+    # distribution, another random stream): the one code difference left in the rollouts
+    "e3rl-multinomial": ["+multinomial"],
 }
 
 
@@ -154,6 +159,8 @@ def run_e3rl(arm: str, base: Path, seed: int, steps: int, threads: int, run_dir:
     )
     if "+lr_from_zero" in flags:
         _patch_schedule_from_zero()
+    if "+multinomial" in flags:
+        _patch_multinomial_sampler()
     summary = train(cfg, quiet=True)
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
@@ -189,6 +196,18 @@ def _patch_schedule_from_zero() -> None:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     T.make_scheduler = make
+
+
+def _patch_multinomial_sampler() -> None:
+    """Rollouts drawn by torch.multinomial (as transformers' `generate` draws), for this arm only."""
+    import torch
+
+    import e3rl.rollout.hf as H
+
+    def sample(probs, generator=None):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    H.sample_tokens = sample
 
 
 def run_trl(base: Path, seed: int, steps: int, threads: int, run_dir: Path) -> dict:

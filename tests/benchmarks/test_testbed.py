@@ -379,10 +379,13 @@ def test_records_made_with_other_settings_are_refused(tmp_path):
 @pytest.mark.slow
 def test_quick_mode_end_to_end_two_steps(tmp_path):
     out = tmp_path / "out"
+    # the chosen testbed (validated on pass@1) with a base small enough to build in seconds
     cmd = [sys.executable, str(REPO / "benchmarks" / "testbed.py"), "--quick", "--steps", "2",
            "--eval-every", "1", "--pass-n", "2", "--seeds", "0", "--out", str(out),
-           "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+           "--runs-dir", str(tmp_path / "runs"), "model.warm_start.steps=20",
+           "task.train_size=64", "task.val_size=16"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1",
+           "E3RL_CACHE": str(tmp_path / "cache")}  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
@@ -392,6 +395,8 @@ def test_quick_mode_end_to_end_two_steps(tmp_path):
     assert set(s["claims"]) == {"rollout_saving_vs_uniform", "passk_vs_base", "entropy_held"}
     rec = json.loads((out / "runs" / "e3rl-s0.json").read_text())
     assert rec["budget_ok"] and not (tmp_path / "runs" / "e3rl-s0" / "final").exists()
+    assert rec["testbed"] == T.CHOSEN and rec["accuracy"] == T.TESTBEDS[T.CHOSEN]["accuracy"]
+    assert [p[0] for p in rec["val_curve"]] == [0, 1, 2]
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "2 of 2 jobs already have a record" in again.stdout
 

@@ -19,6 +19,7 @@ from e3rl.config.method import (
     check_method,
     check_selection,
 )
+from e3rl.tasks import TASKS
 
 __all__ = [
     "AlgoConfig",
@@ -150,14 +151,11 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _require(len(self.levels) > 0, "levels", self.levels, "a non-empty list of levels")
-        from e3rl.tasks import TASKS
-
-        valid = sorted(TASKS[self.name].LEVELS) if self.name in TASKS else None
-        if valid is not None:
-            _require(
-                set(self.levels) <= set(valid), "levels", self.levels,
-                f"levels of task {self.name!r}, a subset of {valid}",
-            )
+        valid = sorted(TASKS[self.name].LEVELS)
+        _require(
+            set(self.levels) <= set(valid), "levels", self.levels,
+            f"levels of task {self.name!r}, a subset of {valid}",
+        )
         _require(self.train_size >= 1, "train_size", self.train_size, "an integer >= 1")
         _require(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
         _require(

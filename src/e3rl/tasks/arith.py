@@ -29,11 +29,12 @@ shortcut: their steps are hard in themselves.
 
 from __future__ import annotations
 
-import itertools
 import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from e3rl.tasks import generation as G
 
 SMALL_MAX = 19  # levels 1-5 keep every intermediate value in 0..SMALL_MAX
 
@@ -98,53 +99,21 @@ def make_problem(rng: random.Random, level: int) -> Problem:
 def generate(
     levels: list[int], size: int, seed: int, exclude: set[str] | None = None
 ) -> list[Problem]:
-    """`size` distinct problems spread evenly over `levels` (round robin), deterministic in seed.
-
-    Small levels run out of distinct problems (level 1 has 200); their share then goes to the
-    other levels.
-    """
-    rng = random.Random(seed)
-    seen = set(exclude or ())
-    out: list[Problem] = []
-    active = list(levels)
-    misses = dict.fromkeys(levels, 0)
-    turn = 0
-    while len(out) < size:
-        if not active:
-            raise ValueError(
-                f"could not generate {size} distinct arith problems at levels {levels}: "
-                "lower the size or add levels"
-            )
-        level = active[turn % len(active)]
-        p = make_problem(rng, level)
-        if p.question in seen:
-            misses[level] += 1
-            if misses[level] > 200:  # exhausted: hundreds of draws in a row found nothing new
-                active.remove(level)
-            continue
-        misses[level] = 0
-        turn += 1
-        seen.add(p.question)
-        out.append(p)
-    return out
+    """`size` distinct problems spread evenly over `levels` (round robin), deterministic in seed
+    (a level that runs out of distinct problems gives its share to the others)."""
+    return G.generate(make_problem, "arith", levels, size, seed, exclude)
 
 
 def stream(levels: list[int], seed: int, exclude: set[str] | None = None) -> Iterator[Problem]:
     """An endless supply of problems (levels in turn), skipping the `exclude`d questions."""
-    rng = random.Random(seed)
-    for i in itertools.count():
-        p = make_problem(rng, levels[i % len(levels)])
-        if not exclude or p.question not in exclude:
-            yield p
+    return G.stream(make_problem, levels, seed, exclude)
 
 
 def splits(
     levels: list[int], train_size: int, val_size: int, seed: int
 ) -> dict[str, list[Problem]]:
     """Train and validation splits; validation questions never occur in training."""
-    val = generate(levels, val_size, seed=seed * 2 + 1)
-    train = generate(levels, train_size, seed=seed * 2, exclude={p.question for p in val})
-    return {"train": train, "val": val}
+    return G.splits(make_problem, "arith", levels, train_size, val_size, seed)
 
 
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")

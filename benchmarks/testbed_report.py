@@ -28,7 +28,8 @@ def to_markdown(s: dict) -> str:
     lines = [
         f"# Testbed `{tb['name']}`: the method's arms against uniform GRPO",
         "",
-        f"Model parameters {tb['model_params']}; {tb['step_seconds']:.2f} s a step (median); "
+        f"Model parameters {tb['model_params']}; {tb['step_seconds']:.2f} s a step (median, "
+        f"{tb.get('step_seconds_how', 'from runs that shared the cores')}); "
         f"base pass-rate spread {json.dumps({k: round(v, 3) for k, v in tb['base_pass_rate_spread'].items()})}; "  # noqa: E501
         f"uniform's late-gain share {_num(tb['uniform_late_gain_share'])}; uniform's T=1 entropy "
         f"drop {tb['uniform_entropy_drop']['drop']:.3f}; uniform's pass@k minus base "

@@ -421,3 +421,22 @@ def test_measure_candidate_writes_its_json_and_a_table_row(tmp_path):
     row = (cands / "candidates.md").read_text().splitlines()[-1]
     assert row.startswith("| arith-quick | 1234 | 100 x 2 | 0.25 / 0.25 / 0.50 |")
     assert row.endswith("| -0.020 / -0.020 | 1.00 (2) | pass | pass | pass | pass |")
+
+
+def test_a_step_timed_alone_replaces_the_shared_figure_and_decides_cheap(tmp_path):
+    cands, out = tmp_path / "cands", tmp_path / "out"
+    cand = {
+        "model_params": 10, "base_pass_rate_spread": {"below_0.1": 0.3}, "step_seconds": 1.9,
+        "uniform_late_gain_share": 0.1, "uniform_entropy_drop": {"drop": 0.5},
+        "uniform_passk_minus_base": {"16": -0.05},
+        "properties": {"spread": False, "long_curve": False, "collapse": True, "cheap": False},
+    }  # fmt: skip
+    T._write_json(cands / "tb.json", cand)
+    assert T.testbed_block("tb", out, cands, [], {})["properties"]["cheap"] is False
+    timed = {"testbed": "tb", "median": 0.8, "threads": 2, "cpu": "X", "cheap": True}
+    T._write_json(out / "step_seconds.json", timed)
+    block = T.testbed_block("tb", out, cands, [], {})
+    assert (block["step_seconds"], block["step_seconds_shared"]) == (0.8, 1.9)
+    assert block["properties"] == {**cand["properties"], "cheap": True}
+    T._write_json(out / "step_seconds.json", {**timed, "testbed": "other"})
+    assert T.testbed_block("tb", out, cands, [], {})["step_seconds"] == 1.9  # another testbed's

@@ -364,6 +364,17 @@ def test_run_jobs_skips_jobs_with_a_record_and_keeps_going_after_a_failure(tmp_p
     assert calls == [("e3rl", 0)]
 
 
+def test_the_suites_records_are_not_ignored_by_git():
+    """The records are the suite's memory across sessions: a `runs/` rule in .gitignore once
+    swallowed them (only summary.json survived a fresh checkout)."""
+    for arm_record in (T.record_path(T.RESULTS, "uniform", 0),
+                       T.record_path(T.RESULTS / "candidates" / "x", "uniform", 0)):  # fmt: skip
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(arm_record)], cwd=REPO)
+        if ignored.returncode == 128:
+            pytest.skip("not a git checkout")
+        assert ignored.returncode == 1, f"{arm_record} is ignored by git"
+
+
 def test_records_made_with_other_settings_are_refused(tmp_path):
     rec = {"arm": "uniform", "seed": 0, "testbed": "arith", "steps": 300, "eval_every": 25,
            "pass_n": 64, "threads": 1}  # fmt: skip

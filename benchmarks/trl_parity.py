@@ -376,8 +376,21 @@ def seed_level_difference(a: list[float], b: list[float]) -> str:
     )
     dof = len(a) + len(b) - 2
     se = (ss / dof * (1 / len(a) + 1 / len(b))) ** 0.5
-    t975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31}.get(dof, 2.0)
-    return f"{d:+.3f} ± {t975 * se:.3f} (95 % t, {dof} dof, run-to-run sd {(ss / dof) ** 0.5:.3f})"
+    half = t975(dof) * se
+    return f"{d:+.3f} ± {half:.3f} (95 % t, {dof} dof, run-to-run sd {(ss / dof) ** 0.5:.3f})"
+
+
+# Student's t, 97.5 % quantile, for 1..30 degrees of freedom (no scipy in the bench venv)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def t975(dof: int) -> float:
+    """The two-sided 95 % t multiplier; beyond 30 dof the value at 30 (slightly wide)."""
+    if dof < 1:
+        raise ValueError(f"a t interval needs at least 1 degree of freedom, not {dof}")
+    return _T975[min(dof, 30) - 1]
 
 
 def summarize(out: Path, base_eval: dict | None) -> str:

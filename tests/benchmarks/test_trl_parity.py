@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import trl_parity as P  # noqa: E402
 
 
@@ -29,9 +29,9 @@ def test_paired_bootstrap_of_identical_arms_is_exactly_zero():
 
 def test_seed_level_difference_matches_a_hand_computed_t_interval():
     # d = 0.6 - 0.5 = 0.1; pooled variance (0.02 + 0.02) / 2 = 0.02; se = sqrt(0.02 * (1/2 + 1/2))
-    # = 0.1414; t(0.975, 2) = 4.30 -> half-width 0.608
+    # = 0.14142; t(0.975, 2) = 4.303 -> half-width 0.6085
     text = P.seed_level_difference([0.5, 0.7], [0.4, 0.6])
-    assert text.startswith("+0.100 ± 0.608") and "2 dof" in text and "sd 0.141" in text
+    assert text.startswith("+0.100 ± 0.609") and "2 dof" in text and "sd 0.141" in text
     assert "too few runs" in P.seed_level_difference([0.5], [0.4])
 
 
@@ -49,3 +49,12 @@ def test_seed_level_difference_matches_a_hand_computed_t_interval():
 )
 def test_response_form(text, form):
     assert P.response_form(text) == form
+
+
+def test_t_multiplier_matches_the_tables_beyond_eight_dof():
+    # 10 dof (6 + 6 runs) was once read as 2.0: the interval came out 10 % too narrow
+    assert P.t975(10) == pytest.approx(2.228)
+    assert P.t975(22) == pytest.approx(2.074)
+    assert P.t975(100) == P.t975(30)  # beyond the table: the value at 30, on the wide side
+    with pytest.raises(ValueError, match="degree of freedom"):
+        P.t975(0)

@@ -3,7 +3,9 @@
     make bench-trl-venv                                   # once: .venv-bench with TRL
     .venv-bench/bin/python benchmarks/trl_parity.py --base BASE_DIR --jobs 2
     .venv-bench/bin/python benchmarks/trl_parity.py --base BASE_DIR --summary-only
-    # the demo's own base (built into $E3RL_CACHE on first use, ~4 min on 2 cores):
+    # today's demo base (the shipped one); the records under results/ start from issue 14's
+    # base (greedy 0.403), which this same command writes when run from commit ebb578d's code
+    # (docs/benchmarks.md "Parity with TRL"):
     .venv-bench/bin/python benchmarks/trl_parity.py --build-base BASE_DIR
 
 Every run starts from the same base model directory (`--base`: any HF directory with its

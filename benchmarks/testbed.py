@@ -503,6 +503,9 @@ def finish(out: Path, testbed: str, candidates: Path) -> dict | None:
     summary = S.summarize(
         records, base["pass_at_k"], testbed_block(testbed, out, candidates, records, base)
     )
+    # the code the records were made with: records of one setting but another commit may still
+    # differ (uniform seeds 0-1 of an earlier session did not reproduce; their commit was unknown)
+    summary["commits"] = sorted({r["commit"] for r in records if r.get("commit")})
     _write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(R.to_markdown(summary))
     R.plot(records, summary, out / "suite.png")

@@ -36,6 +36,10 @@ def to_markdown(s: dict) -> str:
         f"{json.dumps({k: round(v, 3) for k, v in tb['uniform_passk_minus_base'].items()})}; "
         f"properties {json.dumps(tb['properties'])} (from {tb['source']}).",
         "",
+        "Records made at commit(s) "
+        + (", ".join(c[:7] for c in s.get("commits", [])) or "unknown")
+        + ".",
+        "",
         "Mean [95 % bootstrap interval over seeds]. 'Final' = mean of the last "
         f"{s['settings']['smooth_points']} validation points; rollouts are paired with the same "
         "seed's uniform run and censored at the run's total when never reached.",

@@ -222,10 +222,14 @@ def test_markdown_has_a_row_per_arm_and_the_verdicts(tmp_path):
         "properties": {},
         "source": "test",
     }
-    md = R.to_markdown(S.summarize(_suite(), {"greedy": 0.5, "64": 0.85}, block))
+    summary = S.summarize(_suite(), {"greedy": 0.5, "64": 0.85}, block)
+    md = R.to_markdown(summary)
     for arm in ("uniform", "e3rl", "paper"):
         assert f"| {arm} | {N} |" in md
     assert "rollout saving, e3rl: ratio 0.200 [0.200, 0.200]" in md and "**refuted**" in md
+    assert "Records made at commit(s) unknown." in md
+    md = R.to_markdown({**summary, "commits": ["0123456789ab", "fedcba987654"]})
+    assert "Records made at commit(s) 0123456, fedcba9." in md
 
 
 def test_candidate_properties_against_the_thresholds():

@@ -200,16 +200,18 @@ def _patch_schedule_from_zero() -> None:
     T.make_scheduler = make
 
 
-def _patch_multinomial_sampler() -> None:
-    """Rollouts drawn by torch.multinomial (as transformers' `generate` draws), for this arm only."""
+def multinomial_sample(probs, generator=None):
+    """`e3rl.rollout.hf.sample_tokens` as transformers' `generate` draws: torch.multinomial."""
     import torch
 
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _patch_multinomial_sampler() -> None:
+    """Rollouts drawn by torch.multinomial (as transformers' `generate` draws), for this arm only."""
     import e3rl.rollout.hf as H
 
-    def sample(probs, generator=None):
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-    H.sample_tokens = sample
+    H.sample_tokens = multinomial_sample
 
 
 def run_trl(base: Path, seed: int, steps: int, threads: int, run_dir: Path) -> dict:

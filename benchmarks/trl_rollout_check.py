@@ -40,7 +40,7 @@ def trl_rollouts(model_dir: Path, rows: list[dict], samples: int, seed: int) -> 
     trainer, tok, _, score = make_trainer(model_dir, seed)
     trainer.model.train()  # as in TRL's training loop (no dropout in these models)
     torch.manual_seed(seed)  # transformers' sampling draws from torch's global generator
-    out = [{"correct": 0, "length": 0, "truncated": 0, "direct": 0} for _ in rows]
+    out = _empty(rows)
     for rep in range(samples // P.N):
         for start in range(0, len(rows), PROMPTS_PER_CALL):
             block = rows[start : start + PROMPTS_PER_CALL]
@@ -74,15 +74,13 @@ def e3rl_rollouts(
     score = resolve_reward("auto", "arith")
     default = H.sample_tokens
     if multinomial:
-        H.sample_tokens = lambda probs, generator=None: torch.multinomial(
-            probs, 1, generator=generator
-        ).squeeze(-1)
+        H.sample_tokens = P.multinomial_sample
     try:
         engine = H.HFEngine(model, tok, generator=torch.Generator().manual_seed(seed))
         r = engine.generate(val.token_ids, [samples] * len(rows), 1.0, P.MAX_NEW)
     finally:
         H.sample_tokens = default
-    out = [{"correct": 0, "length": 0, "truncated": 0, "direct": 0} for _ in rows]
+    out = _empty(rows)
     lengths = r.response_mask.sum(-1).tolist()
     for k, i in enumerate(r.prompt_index.tolist()):
         text = r.texts[k]
@@ -94,6 +92,10 @@ def e3rl_rollouts(
             text,
         )
     return out
+
+
+def _empty(rows: list) -> list[dict]:
+    return [{"correct": 0, "length": 0, "truncated": 0, "direct": 0} for _ in rows]
 
 
 def _tally(o: dict, reward: float, length: int, truncated: bool, text: str) -> None:

@@ -90,8 +90,31 @@ def to_markdown(s: dict) -> str:
             ]
         )
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += final_temperature_lines(s, big)
     lines += ["", "## Verdicts", ""] + verdict_lines(s["claims"])
     return "\n".join(lines) + "\n"
+
+
+def final_temperature_lines(s: dict, big: list[str]) -> list[str]:
+    """pass@k of the arms whose runs end sampling off T = 1, at that temperature."""
+    out = []
+    for arm, a in s["arms"].items():
+        at = a.get("pass_at_k_final_temperature")
+        if at:
+            ks = ", ".join(
+                f"pass@{k} {_fmt(at['pass_at_k'][k])}" for k in big if k in at["pass_at_k"]
+            )
+            out.append(
+                f"- {arm} (seeds {', '.join(map(str, at['seeds']))}) at its final sampling "
+                f"temperature {_fmt(at['temperature'], '.2f')}: {ks}"
+            )
+    if out:
+        out = [
+            "",
+            "pass@k at the temperature each run ended sampling at (the table: T = 1):",
+            "",
+        ] + out
+    return out
 
 
 def verdict_lines(claims: dict) -> list[str]:

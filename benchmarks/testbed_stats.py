@@ -196,6 +196,7 @@ def _arm_block(runs: dict[int, dict], uniform: dict[int, dict]) -> dict[str, Any
             k: bootstrap_mean([runs[s]["pass_at_k"][k] for s in seeds if k in runs[s]["pass_at_k"]])
             for k in ks
         },
+        "pass_at_k_final_temperature": _passk_at_final_t(runs, seeds, ks),
         "group_shares": {
             g: bootstrap_mean([runs[s][f"mean_frac_rollouts_{g}"] for s in seeds]) for g in GROUPS
         },
@@ -204,6 +205,23 @@ def _arm_block(runs: dict[int, dict], uniform: dict[int, dict]) -> dict[str, Any
         "entropy_drift": bootstrap_mean([t["drift"] for t in tracked]),
         "step_seconds_median": statistics.median(runs[s]["step_seconds"] for s in seeds),
         "budget_ok": all(runs[s]["budget_ok"] for s in seeds),
+    }
+
+
+def _passk_at_final_t(runs: dict[int, dict], seeds: list[int], ks: list[str]) -> dict | None:
+    """pass@k at the temperature each run ended sampling at, over the seeds that have it (runs
+    that end at T = 1 are evaluated at T = 1 only)."""
+    at = {s: runs[s].get("pass_at_k_final_temperature") for s in seeds}
+    at = {s: a for s, a in at.items() if a}
+    if not at:
+        return None
+    return {
+        "seeds": sorted(at),
+        "temperature": bootstrap_mean([a["temperature"] for a in at.values()]),
+        "pass_at_k": {
+            k: bootstrap_mean([a["pass_at_k"][k] for a in at.values() if k in a["pass_at_k"]])
+            for k in ks
+        },
     }
 
 

@@ -66,6 +66,11 @@ ARMS: dict[str, list[str]] = {
     # e3rl with TRL's sampler: torch.multinomial instead of the inverse-CDF draw (same
     # distribution, another random stream): the one code difference left in the rollouts
     "e3rl-multinomial": ["+multinomial"],
+    # e3rl's loop with its rollouts drawn as TRL draws them: transformers' generate on the
+    # left-padded batch, TRL's GenerationConfig (benchmarks/generate_engine.py)
+    "e3rl-generate": ["+generate"],
+    # the converse swap: TRL's trainer drawing its rollouts with e3rl's HFEngine
+    "trl-e3rl-engine": [],  # not an e3rl arm: GRPOTrainer
 }
 
 
@@ -163,6 +168,8 @@ def run_e3rl(arm: str, base: Path, seed: int, steps: int, threads: int, run_dir:
         _patch_schedule_from_zero()
     if "+multinomial" in flags:
         _patch_multinomial_sampler()
+    if "+generate" in flags:
+        _patch_generate_engine()
     summary = train(cfg, quiet=True)
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
@@ -214,7 +221,49 @@ def _patch_multinomial_sampler() -> None:
     H.sample_tokens = multinomial_sample
 
 
-def run_trl(base: Path, seed: int, steps: int, threads: int, run_dir: Path) -> dict:
+def _patch_generate_engine() -> None:
+    """Training rollouts from `generate_engine.GenerateEngine`, for this arm only."""
+    from generate_engine import GenerateEngine
+
+    import e3rl.train.run as T  # build_run looks make_engine up here
+
+    T.make_engine = lambda cfg, model, tokenizer, generator, name=None: GenerateEngine(
+        model, tokenizer
+    )
+
+
+def _patch_trl_generation(seed: int) -> None:
+    """GRPOTrainer's transformers generation replaced by e3rl's HFEngine (its default sampler,
+    seeded by the run's seed), for the `trl-e3rl-engine` arm only."""
+    import torch
+    from trl import GRPOTrainer
+
+    from e3rl.rollout.hf import HFEngine
+
+    sampler = torch.Generator().manual_seed(seed)
+
+    def single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **_):
+        # TRL's RepeatSampler puts the generations of one prompt next to each other
+        uniq: list[list[int]] = []
+        counts: list[int] = []
+        for p in prompt_ids:
+            if uniq and uniq[-1] == list(p):
+                counts[-1] += 1
+            else:
+                uniq.append(list(p))
+                counts.append(1)
+        engine = HFEngine(self.model, self._tokenizer, micro_batch_size=256, generator=sampler)
+        r = engine.generate(uniq, counts, self.temperature, self.max_completion_length)
+        lengths = r.response_mask.sum(-1).long().tolist()
+        w = r.prompt_width
+        return [r.input_ids[s, w : w + n].tolist() for s, n in enumerate(lengths)], None
+
+    GRPOTrainer._generate_single_turn = single_turn
+
+
+def run_trl(
+    base: Path, seed: int, steps: int, threads: int, run_dir: Path, e3rl_engine: bool = False
+) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -224,6 +273,8 @@ def run_trl(base: Path, seed: int, steps: int, threads: int, run_dir: Path) -> d
     from e3rl.rewards import resolve_reward
 
     torch.set_num_threads(threads)
+    if e3rl_engine:
+        _patch_trl_generation(seed)
     model, tok = load_model(base)
     train_set = load_source("arith:train", demo_task())
     texts = [render(p, tok) for p in train_set]
@@ -304,8 +355,8 @@ def run_one(arm: str, base: Path, seed: int, args) -> Path:
         shutil.rmtree(run_dir)  # an interrupted run starts over
     run_dir.mkdir(parents=True)
     t0 = time.perf_counter()
-    if arm == "trl":
-        res = run_trl(base, seed, args.steps, args.threads, run_dir)
+    if arm in ("trl", "trl-e3rl-engine"):
+        res = run_trl(base, seed, args.steps, args.threads, run_dir, arm == "trl-e3rl-engine")
     else:
         res = run_e3rl(arm, base, seed, args.steps, args.threads, run_dir)
     train_s = time.perf_counter() - t0

@@ -332,8 +332,14 @@ def test_record_checks_the_budget_and_takes_the_median_step_time():
 
 
 def test_a_pass_at_1_testbed_reads_the_sampled_validation_and_starts_at_the_base_point():
-    tb = {"name": "toy", "steps": 4, "eval_every": 2, "pass_n": 4, "budget": 128,
-          "accuracy": "pass@1"}
+    tb = {
+        "name": "toy",
+        "steps": 4,
+        "eval_every": 2,
+        "pass_n": 4,
+        "budget": 128,
+        "accuracy": "pass@1",
+    }
     rows = _rows()
     for r in rows:
         if "val_accuracy" in r:
@@ -398,7 +404,8 @@ def test_quick_mode_end_to_end_two_steps(tmp_path):
     cmd = [sys.executable, str(REPO / "benchmarks" / "testbed.py"), "--quick", "--steps", "2",
            "--eval-every", "1", "--pass-n", "2", "--seeds", "0", "--out", str(out),
            "--runs-dir", str(tmp_path / "runs"), "model.warm_start.steps=20",
-           "task.train_size=64", "task.val_size=16"]  # fmt: skip
+           "task.train_size=64", "task.val_size=16",
+           "rollout.temperature=1.2"]  # sampling off T = 1, so both arms' finals are also evaluated there  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1",
            "E3RL_CACHE": str(tmp_path / "cache")}  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -412,6 +419,13 @@ def test_quick_mode_end_to_end_two_steps(tmp_path):
     assert rec["budget_ok"] and not (tmp_path / "runs" / "e3rl-s0" / "final").exists()
     assert rec["testbed"] == T.CHOSEN and rec["accuracy"] == T.TESTBEDS[T.CHOSEN]["accuracy"]
     assert [p[0] for p in rec["val_curve"]] == [0, 1, 2]
+    # a run that ends sampling off T = 1 is also evaluated at the temperature it ended at
+    for arm in ("uniform", "e3rl"):
+        rows = (tmp_path / "runs" / f"{arm}-s0" / "metrics.jsonl").read_text().splitlines()
+        at_t = json.loads((out / "runs" / f"{arm}-s0.json").read_text())
+        at_t = at_t["pass_at_k_final_temperature"]
+        assert at_t["temperature"] == json.loads(rows[-1])["temperature"] == pytest.approx(1.2)
+        assert {"greedy", "1", "2"} <= set(at_t["pass_at_k"])
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "2 of 2 jobs already have a record" in again.stdout
 
@@ -455,3 +469,23 @@ def test_a_step_timed_alone_replaces_the_shared_figure_and_decides_cheap(tmp_pat
     assert block["properties"] == {**cand["properties"], "cheap": True}
     T._write_json(out / "step_seconds.json", {**timed, "testbed": "other"})
     assert T.testbed_block("tb", out, cands, [], {})["step_seconds"] == 1.9  # another testbed's
+
+
+def test_pass_at_k_at_the_final_temperature_over_the_seeds_that_have_it():
+    curve = [[0, 0, 0.3], [1, 100, 0.5]]
+    recs = [_record("uniform", s, curve) for s in range(3)]
+    for s, (t, p64) in enumerate([(1.4, 0.90), (1.6, 0.94), (None, None)]):
+        rec = _record("e3rl", s, curve)
+        if t is not None:
+            rec["pass_at_k_final_temperature"] = {"temperature": t, "pass_at_k": {"64": p64}}
+        recs.append(rec)
+    arms = S.summarize(recs, {"greedy": 0.5, "64": 0.9}, {})["arms"]
+    at = arms["e3rl"]["pass_at_k_final_temperature"]
+    assert at["seeds"] == [0, 1]
+    assert at["temperature"]["mean"] == pytest.approx(1.5)
+    assert at["pass_at_k"]["64"]["mean"] == pytest.approx(0.92)
+    assert arms["uniform"]["pass_at_k_final_temperature"] is None
+    line = R.final_temperature_lines({"arms": arms}, ["64"])
+    assert any(
+        ln.startswith("- e3rl (seeds 0, 1) at its final sampling temperature 1.50") for ln in line
+    )

@@ -58,3 +58,42 @@ def test_t_multiplier_matches_the_tables_beyond_eight_dof():
     assert P.t975(100) == P.t975(30)  # beyond the table: the value at 30, on the wide side
     with pytest.raises(ValueError, match="degree of freedom"):
         P.t975(0)
+
+
+def test_trl_arm_with_e3rl_engine_trains_on_the_engines_samples(tmp_path, monkeypatch):
+    """`trl-e3rl-engine`: GRPOTrainer's own generation replaced by HFEngine, a prompt's
+    generations drawn together, every completion ending where the engine ended it."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import GRPOTrainer
+    from trl_tiny import grpo_config, tiny_model_and_prompts  # tests/helpers
+
+    import e3rl.rollout.hf as H
+
+    calls, seen = [], []
+    generate = H.HFEngine.generate
+
+    def spy(self, prompts, counts, temperature, max_new_tokens):
+        r = generate(self, prompts, counts, temperature, max_new_tokens)
+        calls.append((counts, r))
+        return r
+
+    monkeypatch.setattr(H.HFEngine, "generate", spy)
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", GRPOTrainer._generate_single_turn)
+    P._patch_trl_generation(seed=0)
+
+    def reward(completions, **_):
+        seen.extend(completions)
+        return [float(len(c) % 2) for c in completions]
+
+    model, tok, prompts, _ = tiny_model_and_prompts()
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=grpo_config(tmp_path, max_steps=2),
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tok,
+    )
+    trainer.train()
+    assert len(calls) == 2 and all(c == [4, 4, 4, 4] for c, _ in calls)  # 16 = 4 prompts x 4
+    assert seen == [t for _, r in calls for t in r.texts]  # TRL scored what the engine drew

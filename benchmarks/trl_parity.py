@@ -435,6 +435,41 @@ def seed_level_difference(a: list[float], b: list[float]) -> str:
     return f"{d:+.3f} ± {half:.3f} (95 % t, {dof} dof, run-to-run sd {(ss / dof) ** 0.5:.3f})"
 
 
+# The swap arms as a 2 x 2 design: (trainer, generation path) of each arm
+FACTORIAL = {
+    "trl": ("TRL", "generate"),
+    "trl-e3rl-engine": ("TRL", "e3rl engine"),
+    "e3rl-generate": ("e3rl", "generate"),
+    "e3rl": ("e3rl", "e3rl engine"),
+}
+
+
+def factorial_effects(cells: dict[tuple[str, str], list[float]]) -> dict[str, tuple[float, float]]:
+    """Main effects of a 2 x 2 design of runs, each (mean, 95 % t half-width): the trainer's
+    (TRL minus e3rl, averaged over the two generation paths), the generation path's (generate
+    minus e3rl's engine, averaged over the trainers) and their interaction; the variance is
+    pooled over the four cells, so unequal cell sizes are weighted correctly."""
+    import statistics
+
+    keys = [
+        ("TRL", "generate"),
+        ("TRL", "e3rl engine"),
+        ("e3rl", "generate"),
+        ("e3rl", "e3rl engine"),
+    ]
+    m = {k: statistics.fmean(cells[k]) for k in keys}
+    ss = sum((x - m[k]) ** 2 for k in keys for x in cells[k])
+    dof = sum(len(cells[k]) for k in keys) - 4
+    # each effect is a contrast sum(c_k * mean_k) with |c_k| = 1/2 (interaction: 1)
+    half = t975(dof) * (ss / dof * sum(0.25 / len(cells[k]) for k in keys)) ** 0.5
+    tg, te, eg, ee = (m[k] for k in keys)
+    return {
+        "trainer": ((tg + te - eg - ee) / 2, half),
+        "generation": ((tg + eg - te - ee) / 2, half),
+        "interaction": ((tg - te) - (eg - ee), 2 * half),
+    }
+
+
 # Student's t, 97.5 % quantile, for 1..30 degrees of freedom (no scipy in the bench venv)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -527,6 +562,19 @@ def summarize(out: Path, base_eval: dict | None) -> str:
             ga = [r["greedy_accuracy"] for r in runs[a].values()]
             gb = [r["greedy_accuracy"] for r in runs[b].values()]
             lines.append(f"- {a} − {b}: {seed_level_difference(ga, gb)}")
+    if all(a in runs for a in FACTORIAL):
+        cells = {FACTORIAL[a]: [r["greedy_accuracy"] for r in runs[a].values()] for a in FACTORIAL}
+        eff = factorial_effects(cells)
+        lines += [
+            "",
+            "The swap arms as a 2 x 2 design (trainer x generation path), greedy accuracy, 95 % t "
+            "with the variance pooled over the four cells:",
+            "",
+            f"- trainer, TRL − e3rl: {eff['trainer'][0]:+.3f} ± {eff['trainer'][1]:.3f}",
+            f"- generation path, generate − e3rl engine: {eff['generation'][0]:+.3f} ± "
+            f"{eff['generation'][1]:.3f}",
+            f"- interaction: {eff['interaction'][0]:+.3f} ± {eff['interaction'][1]:.3f}",
+        ]
     lines += [
         "",
         "Paired differences (seeds present in both arms; 95 % bootstrap over prompts):",

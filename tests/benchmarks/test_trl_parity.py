@@ -97,3 +97,22 @@ def test_trl_arm_with_e3rl_engine_trains_on_the_engines_samples(tmp_path, monkey
     trainer.train()
     assert len(calls) == 2 and all(c == [4, 4, 4, 4] for c, _ in calls)  # 16 = 4 prompts x 4
     assert seen == [t for _, r in calls for t in r.texts]  # TRL scored what the engine drew
+
+
+def test_factorial_effects_by_hand():
+    # cell means: TRL/generate 0.5, TRL/engine 0.4, e3rl/generate 0.3, e3rl/engine 0.2
+    cells = {
+        ("TRL", "generate"): [0.49, 0.51],
+        ("TRL", "e3rl engine"): [0.39, 0.41],
+        ("e3rl", "generate"): [0.29, 0.31],
+        ("e3rl", "e3rl engine"): [0.19, 0.21, 0.20, 0.20],
+    }
+    eff = P.factorial_effects(cells)
+    assert eff["trainer"][0] == pytest.approx((0.5 + 0.4 - 0.3 - 0.2) / 2)
+    assert eff["generation"][0] == pytest.approx((0.5 + 0.3 - 0.4 - 0.2) / 2)
+    assert eff["interaction"][0] == pytest.approx(0.0, abs=1e-12)
+    # pooled ss = 3 * 2e-4 + 2e-4 = 8e-4 over 10 - 4 = 6 dof; contrast variance factor
+    # 0.25 * (1/2 + 1/2 + 1/2 + 1/4) = 0.4375
+    half = 2.447 * (8e-4 / 6 * 0.4375) ** 0.5
+    assert eff["trainer"][1] == pytest.approx(half)
+    assert eff["interaction"][1] == pytest.approx(2 * half)

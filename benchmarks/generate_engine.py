@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from e3rl.rollout.base import Rollouts, check_request, collate
+from e3rl.rollout.base import Rollouts, check_request, collated_rollouts
 from e3rl.rollout.hf import HFEngine
 
 
@@ -84,18 +84,6 @@ class GenerateEngine:
         per_token = {
             name: [v[k].tolist() for v, k in zip(t, keep, strict=True)] for name, t in stats.items()
         }
-        ids, attn, p_width, rmask, tensors = collate(
-            prompts, prompt_index, responses, per_token, self.pad_id
-        )
-        return Rollouts(
-            prompt_index=torch.tensor(prompt_index, dtype=torch.long),
-            input_ids=ids,
-            attention_mask=attn,
-            prompt_width=p_width,
-            response_mask=rmask,
-            logprobs=tensors["logprobs"],
-            entropy=tensors["entropy"],
-            entropy_t1=tensors["entropy_t1"],
-            texts=self.tokenizer.batch_decode(responses, skip_special_tokens=True),
-            truncated=~is_eos.any(1),
+        return collated_rollouts(
+            prompts, prompt_index, responses, per_token, ~is_eos.any(1), self.pad_id, self.tokenizer
         )

@@ -107,3 +107,32 @@ def collate(
             for k, rows in per_token.items():
                 tensors[k][s, : len(resp)] = torch.tensor(rows[s], dtype=torch.float32)
     return ids, attn, p_width, rmask, tensors
+
+
+def collated_rollouts(
+    prompts: list[list[int]],
+    prompt_index: list[int],
+    responses: list[list[int]],
+    per_token: dict[str, list[list[float]]],
+    truncated,
+    pad_id: int,
+    tokenizer,
+) -> Rollouts:
+    """Every engine's `Rollouts` from its responses and per-token rows: :func:`collate` plus the
+    decoded texts. ``per_token`` must hold ``logprobs``; an entropy an engine cannot compute
+    (vLLM returns none) is zeros until the engine fills it in."""
+    ids, attn, p_width, rmask, tensors = collate(
+        prompts, prompt_index, responses, per_token, pad_id
+    )
+    return Rollouts(
+        prompt_index=torch.tensor(prompt_index, dtype=torch.long),
+        input_ids=ids,
+        attention_mask=attn,
+        prompt_width=p_width,
+        response_mask=rmask,
+        logprobs=tensors["logprobs"],
+        entropy=tensors.get("entropy", torch.zeros_like(rmask)),
+        entropy_t1=tensors.get("entropy_t1", torch.zeros_like(rmask)),
+        texts=tokenizer.batch_decode(responses, skip_special_tokens=True),
+        truncated=torch.as_tensor(truncated, dtype=torch.bool),
+    )

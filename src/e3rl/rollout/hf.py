@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from e3rl.precision import autocast
-from e3rl.rollout.base import Rollouts, check_request, collate
+from e3rl.rollout.base import Rollouts, check_request, collated_rollouts
 from e3rl.rollout.kv_cache import cache_kwarg, has_room, new_cache
 from e3rl.rollout.lean_decode import LeanDecoder, unsupported_reason
 
@@ -100,20 +100,8 @@ class HFEngine:
                 per_token[k] += rows
             truncated += out[2]
         self.model.train(was_training)
-        ids, attn, p_width, rmask, tensors = collate(
-            prompts, prompt_index, responses, per_token, self.pad_id
-        )
-        return Rollouts(
-            prompt_index=torch.tensor(prompt_index, dtype=torch.long),
-            input_ids=ids,
-            attention_mask=attn,
-            prompt_width=p_width,
-            response_mask=rmask,
-            logprobs=tensors["logprobs"],
-            entropy=tensors["entropy"],
-            entropy_t1=tensors["entropy_t1"],
-            texts=self.tokenizer.batch_decode(responses, skip_special_tokens=True),
-            truncated=torch.tensor(truncated, dtype=torch.bool),
+        return collated_rollouts(
+            prompts, prompt_index, responses, per_token, truncated, self.pad_id, self.tokenizer
         )
 
     def _generate_chunk(self, prompts, chunk, temperature, max_new_tokens):

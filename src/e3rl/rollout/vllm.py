@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from e3rl.algos import token_logprobs
-from e3rl.rollout.base import Rollouts, check_request, collate
+from e3rl.rollout.base import Rollouts, check_request, collated_rollouts
 from e3rl.rollout.hf import HFEngine
 from e3rl.tensors import response_logits, token_entropy
 
@@ -254,20 +254,14 @@ class VLLMEngine:
         if self.sleep_enabled:
             self.llm.sleep(level=1)
             self._asleep = True
-        ids, attn, p_width, rmask, tensors = collate(
-            prompts, prompt_index, responses, {"logprobs": logprobs}, self.pad_id
-        )
-        r = Rollouts(
-            prompt_index=torch.tensor(prompt_index, dtype=torch.long),
-            input_ids=ids,
-            attention_mask=attn,
-            prompt_width=p_width,
-            response_mask=rmask,
-            logprobs=tensors["logprobs"],
-            entropy=torch.zeros_like(rmask),
-            entropy_t1=torch.zeros_like(rmask),
-            texts=self.tokenizer.batch_decode(responses, skip_special_tokens=True),
-            truncated=torch.tensor(truncated, dtype=torch.bool),
+        r = collated_rollouts(
+            prompts,
+            prompt_index,
+            responses,
+            {"logprobs": logprobs},
+            truncated,
+            self.pad_id,
+            self.tokenizer,
         )
         self._policy_pass(r, temperature)
         return r

@@ -38,9 +38,14 @@ def main() -> None:
     model, tok = load_policy(cfg.model, cfg.task, cfg.trainer.seed)
     built = time.perf_counter() - t0
     report = probe_base(model, tok, cfg.task)
-    report.update({"overrides": args.overrides, "build_seconds": built,
-                   "torch_capability": torch.backends.cpu.get_cpu_capability(),
-                   "threads": torch.get_num_threads()})
+    report.update(
+        {
+            "overrides": args.overrides,
+            "build_seconds": built,
+            "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+        }
+    )
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "levels"}))
     for lv, r in report["levels"].items():

@@ -44,8 +44,19 @@ def run_one(seed: int, threads: int, cap: str, runs_dir: Path, baseline: bool) -
         env["ATEN_CPU_CAPABILITY"] = cap
     with tempfile.TemporaryDirectory(prefix="e3rl-empty-cache-") as cache:
         env["E3RL_CACHE"] = cache
-        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "e3rl.cli", "demo", "--quiet",
-               "--output-dir", str(out), f"trainer.seed={seed}", f"trainer.threads={threads}"]
+        cmd = [
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            "-m",
+            "e3rl.cli",
+            "demo",
+            "--quiet",
+            "--output-dir",
+            str(out),
+            f"trainer.seed={seed}",
+            f"trainer.threads={threads}",
+        ]
         if not baseline:
             cmd.insert(cmd.index("--quiet"), "--no-baseline")
         t0 = time.perf_counter()
@@ -94,12 +105,21 @@ def to_markdown(records: list[dict]) -> str:
         cols += ["uniform final", "uniform gain"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
     for r in sorted(records, key=lambda r: (r["capability"], r["threads"], r["seed"])):
-        cells = [str(r["seed"]), str(r["threads"]), r["capability"], f"{r['base']:.3f}",
-                 f"{r['final']:.3f}", f"{r['gain'] * 100:+.1f}", f"{r['frac_rollouts_mixed']:.3f}",
-                 f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "—"]
+        cells = [
+            str(r["seed"]),
+            str(r["threads"]),
+            r["capability"],
+            f"{r['base']:.3f}",
+            f"{r['final']:.3f}",
+            f"{r['gain'] * 100:+.1f}",
+            f"{r['frac_rollouts_mixed']:.3f}",
+            f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "—",
+        ]
         if has_u:
-            cells += [f"{r['uniform_final']:.3f}" if "uniform_final" in r else "—",
-                      f"{r['uniform_gain'] * 100:+.1f}" if "uniform_gain" in r else "—"]
+            cells += [
+                f"{r['uniform_final']:.3f}" if "uniform_final" in r else "—",
+                f"{r['uniform_gain'] * 100:+.1f}" if "uniform_gain" in r else "—",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     gains = [r["gain"] for r in records]
     finals = [r["final"] for r in records]
@@ -130,7 +150,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--baseline", action="store_true", help="uniform GRPO beside each run")
     p.add_argument(
-        "--baseline-for", default="", help="run names (e.g. seed0-t2-default) that get uniform GRPO too"
+        "--baseline-for",
+        default="",
+        help="run names (e.g. seed0-t2-default) that get uniform GRPO too",
     )
     p.add_argument("--resume", action="store_true", help="keep runs.json's records, run the rest")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/demo")
@@ -154,8 +176,11 @@ def main() -> None:
         s, t, c = job
         with_baseline = args.baseline or f"seed{s}-t{t}-{c}" in args.baseline_for.split(",")
         rec = run_one(*job, args.runs_dir, with_baseline)
-        print(f"{rec['name']}: {rec['base']:.3f} -> {rec['final']:.3f} "
-              f"({rec['gain'] * 100:+.1f}), {rec['wall_seconds']:.0f} s", flush=True)
+        print(
+            f"{rec['name']}: {rec['base']:.3f} -> {rec['final']:.3f} "
+            f"({rec['gain'] * 100:+.1f}), {rec['wall_seconds']:.0f} s",
+            flush=True,
+        )
         return rec
 
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -42,7 +42,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=6000)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/trl_parity/sampler_check.json"))
+    ap.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/trl_parity/sampler_check.json")
+    )
     a = ap.parse_args()
     torch.set_num_threads(2)
     model, tok = load_pretrained(a.model)
@@ -51,10 +53,15 @@ def main() -> None:
     C, V = P.shape
     rows = torch.arange(C)
     counts = {"inverse_cdf": torch.zeros(C, V), "multinomial": torch.zeros(C, V)}
-    gens = {"inverse_cdf": torch.Generator().manual_seed(1), "multinomial": torch.Generator().manual_seed(2)}
+    gens = {
+        "inverse_cdf": torch.Generator().manual_seed(1),
+        "multinomial": torch.Generator().manual_seed(2),
+    }
     for _ in range(a.rounds):
         counts["inverse_cdf"][rows, sample_tokens(P, gens["inverse_cdf"])] += 1
-        counts["multinomial"][rows, torch.multinomial(P, 1, generator=gens["multinomial"]).squeeze(-1)] += 1
+        counts["multinomial"][
+            rows, torch.multinomial(P, 1, generator=gens["multinomial"]).squeeze(-1)
+        ] += 1
     expected = P * a.rounds
     top = P.argmax(-1)
     q = 1 - P[rows, top]

@@ -40,13 +40,24 @@ def cpu_name() -> str:
 def one_run(tb: dict, steps: int, threads: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "e3rl.cli", "train", tb["config"], *tb["overrides"],
-            f"trainer.total_steps={steps}", "trainer.eval_every=0", "data.val=null",
-            "trainer.save_every=0", f"trainer.threads={threads}", f"trainer.output_dir={tmp}/run",
+            sys.executable,
+            "-m",
+            "e3rl.cli",
+            "train",
+            tb["config"],
+            *tb["overrides"],
+            f"trainer.total_steps={steps}",
+            "trainer.eval_every=0",
+            "data.val=null",
+            "trainer.save_every=0",
+            f"trainer.threads={threads}",
+            f"trainer.output_dir={tmp}/run",
             "--quiet",
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()
+        ]
     return [sum(r.get(k, 0.0) for k in KEYS) for r in rows[10:]]
 
 

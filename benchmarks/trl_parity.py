@@ -71,6 +71,11 @@ ARMS: dict[str, list[str]] = {
     "e3rl-generate": ["+generate"],
     # the converse swap: TRL's trainer drawing its rollouts with e3rl's HFEngine
     "trl-e3rl-engine": [],  # not an e3rl arm: GRPOTrainer
+    # e3rl's loop on the batches the `trl` run of the same seed drew (its prompts, its
+    # completions: benchmarks/replay_engine.py), with e3rl's defaults; and with TRL's warm-up and
+    # advantage epsilon, so that what is left of a difference is the update's code
+    "e3rl-replay": ["+replay"],
+    "e3rl-replay-trlsched": ["algo.adv_eps=1e-4", "+lr_from_zero", "+replay"],
 }
 
 
@@ -170,6 +175,8 @@ def run_e3rl(arm: str, base: Path, seed: int, steps: int, threads: int, run_dir:
         _patch_multinomial_sampler()
     if "+generate" in flags:
         _patch_generate_engine()
+    if "+replay" in flags:
+        _patch_replay(run_dir.parent.parent / "trl" / f"seed{seed}", cfg)
     summary = train(cfg, quiet=True)
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
@@ -232,6 +239,70 @@ def _patch_generate_engine() -> None:
     )
 
 
+def _patch_replay(trl_dir: Path, cfg) -> None:
+    """Prompts and rollouts of e3rl's loop taken from the TRL run in `trl_dir` (its
+    batches.json), for the replay arms only."""
+    from replay_engine import ReplayEngine, load_batches
+
+    import e3rl.train.run as T  # build_run looks Batches and make_engine up here
+    from e3rl.data import encode_prompts, load_source
+
+    path = trl_dir / "batches.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run the `trl` arm of this seed first")
+    batches = load_batches(path)
+    _, tok = load_model(Path(cfg.model.path))
+    train = encode_prompts(load_source(cfg.data.train, cfg.task), tok, cfg.data.max_prompt_tokens)
+    index = {}
+    for i, ids in enumerate(train.token_ids):
+        index.setdefault(tuple(ids), i)
+    per_epoch = len(train.token_ids) // cfg.data.batch_size
+
+    class ReplayBatches(T.Batches):
+        def next(self):  # Batches.next's epochs and positions, TRL's prompts
+            new_epoch = self.position >= per_epoch
+            if new_epoch:
+                self.epoch, self.position = self.epoch + 1, 0
+            k = self.epoch * per_epoch + self.position
+            self.position += 1
+            return [index[tuple(p)] for p in batches[k]["prompts"]], new_epoch
+
+    T.Batches = ReplayBatches
+    T.make_engine = lambda cfg, model, tokenizer, generator, name=None: ReplayEngine(
+        model, tokenizer, batches
+    )
+
+
+def param_distance(a_dir: Path, b_dir: Path) -> dict:
+    """How far two saved models' parameters are apart: the relative L2 distance over all of
+    them, and the largest absolute difference of any one."""
+
+    a, _ = load_model(a_dir)
+    b, _ = load_model(b_dir)
+    pa, pb = a.state_dict(), b.state_dict()
+    if pa.keys() != pb.keys():
+        raise RuntimeError(f"{a_dir} and {b_dir} hold different parameters")
+    diff = sum(float(((pa[k] - pb[k]) ** 2).sum()) for k in pa) ** 0.5
+    norm = sum(float((pb[k] ** 2).sum()) for k in pb) ** 0.5
+    worst = max(float((pa[k] - pb[k]).abs().max()) for k in pa)
+    return {"relative_l2": diff / norm, "max_abs": worst, "of": str(b_dir)}
+
+
+def _record_trl_batches(batches: list[dict]) -> None:
+    """Every GRPOTrainer generation call's prompts and completions appended to `batches`."""
+    from replay_engine import record_batch
+    from trl import GRPOTrainer
+
+    inner = GRPOTrainer._generate_single_turn
+
+    def recording(self, prompt_ids, *args, **kw):
+        out = inner(self, prompt_ids, *args, **kw)
+        record_batch(batches, prompt_ids, out[0])
+        return out
+
+    GRPOTrainer._generate_single_turn = recording
+
+
 def _patch_trl_generation(seed: int) -> None:
     """GRPOTrainer's transformers generation replaced by e3rl's HFEngine (its default sampler,
     seeded by the run's seed), for the `trl-e3rl-engine` arm only."""
@@ -275,6 +346,8 @@ def run_trl(
     torch.set_num_threads(threads)
     if e3rl_engine:
         _patch_trl_generation(seed)
+    batches: list[dict] = []  # what the replay arms train on
+    _record_trl_batches(batches)
     model, tok = load_model(base)
     train_set = load_source("arith:train", demo_task())
     texts = [render(p, tok) for p in train_set]
@@ -342,6 +415,7 @@ def run_trl(
         callbacks=[Curve()],
     )
     trainer.train()
+    (run_dir / "batches.json").write_text(json.dumps(batches))
     final = run_dir / "final"
     trainer.model.save_pretrained(final)
     tok.save_pretrained(final)
@@ -361,6 +435,10 @@ def run_one(arm: str, base: Path, seed: int, args) -> Path:
         res = run_e3rl(arm, base, seed, args.steps, args.threads, run_dir)
     train_s = time.perf_counter() - t0
     ev = evaluate_model(Path(res["final_dir"]), seed, args.threads)
+    if arm.startswith("e3rl-replay"):
+        ev["param_distance_to_trl"] = param_distance(
+            Path(res["final_dir"]), args.work / "trl" / f"seed{seed}" / "final"
+        )
     record = {
         "arm": arm,
         "seed": seed,

@@ -18,12 +18,24 @@ BAND = BaseBand(
 def _report(worked: tuple[float, float], p: tuple[float, float], fw, fd, acc=0.4) -> dict:
     """A probe report for levels 2 (100 prompts) and 3 (300 prompts), level 1 as noise."""
     levels = {
-        1: {"n": 50, "greedy": 1.0, "worked": 1.0, "p_worked": 0.9, "forced_worked": 0.0,
-            "forced_direct": 1.0},
+        1: {
+            "n": 50,
+            "greedy": 1.0,
+            "worked": 1.0,
+            "p_worked": 0.9,
+            "forced_worked": 0.0,
+            "forced_direct": 1.0,
+        },
     }
     for lv, n, i in ((2, 100, 0), (3, 300, 1)):
-        levels[lv] = {"n": n, "greedy": 0.3, "worked": worked[i], "p_worked": p[i],
-                      "forced_worked": fw[i], "forced_direct": fd[i]}
+        levels[lv] = {
+            "n": n,
+            "greedy": 0.3,
+            "worked": worked[i],
+            "p_worked": p[i],
+            "forced_worked": fw[i],
+            "forced_direct": fd[i],
+        }
     return {"greedy_accuracy": acc, "levels": levels}
 
 

@@ -116,3 +116,36 @@ def test_factorial_effects_by_hand():
     half = 2.447 * (8e-4 / 6 * 0.4375) ** 0.5
     assert eff["trainer"][1] == pytest.approx(half)
     assert eff["interaction"][1] == pytest.approx(2 * half)
+
+
+def test_trl_batches_are_recorded_as_trl_trained_on_them(tmp_path, monkeypatch):
+    """The replay arms' input: every generation call's prompts (grouped) and completions, which
+    decode to exactly the texts TRL's reward function scored."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import GRPOTrainer
+    from trl_tiny import grpo_config, tiny_model_and_prompts  # tests/helpers
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", GRPOTrainer._generate_single_turn)
+    batches: list[dict] = []
+    P._record_trl_batches(batches)
+    seen = []
+
+    def reward(completions, **_):
+        seen.extend(completions)
+        return [float(len(c) % 2) for c in completions]
+
+    model, tok, prompts, _ = tiny_model_and_prompts()
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=grpo_config(tmp_path, max_steps=2),
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tok,
+    )
+    trainer.train()
+    assert len(batches) == 2 and all(b["counts"] == [4, 4, 4, 4] for b in batches)
+    texts = [tok.decode(c, skip_special_tokens=True) for b in batches for c in b["completions"]]
+    assert texts == seen
+    prompt_ids = [tok(p)["input_ids"] for p in prompts]
+    assert all(p in prompt_ids for b in batches for p in b["prompts"])

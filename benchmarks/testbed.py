@@ -20,6 +20,7 @@ Statistics, thresholds and verdict rules: benchmarks/testbed_stats.py and docs/b
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -355,6 +356,28 @@ def run_one(
     return rec
 
 
+def greedy_fingerprint(res: dict) -> str:
+    """The base model as it behaves: a hash of its greedy responses to the validation prompts.
+    A machine whose floating-point path warm-starts another base gives another hash."""
+    text = "\n".join(f"{i['id']}\t{i['response']}" for i in res["items"])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_same_base(cached: dict, greedy: dict, path: Path) -> None:
+    """Refuses to pair new runs with records made from another base model than the one built
+    here (older base.json files hold no fingerprint: their greedy accuracy is compared)."""
+    mine, theirs = greedy_fingerprint(greedy), cached.get("greedy_fingerprint")
+    same = mine == theirs if theirs else greedy["greedy_accuracy"] == cached["pass_at_k"]["greedy"]
+    if not same:
+        raise SystemExit(
+            f"{path} was made from another base model than the one built here (greedy accuracy "
+            f"{cached['pass_at_k']['greedy']:.4f} there, {greedy['greedy_accuracy']:.4f} here; "
+            f"fingerprint {theirs or 'not recorded'} there, {mine} here): this machine's "
+            "floating-point path warm-starts another base, so its runs would not pair with the "
+            "records there. Use another --out (and an empty E3RL_CACHE) for a suite of its own."
+        )
+
+
 def base_eval(tb: dict, out: Path, runs: Path, extra: list[str], threads: int) -> dict:
     """The base model's pass@k on validation and per-prompt pass rates on training prompts,
     cached in OUT/base.json (recomputed only if the settings it was made with differ)."""
@@ -369,6 +392,9 @@ def base_eval(tb: dict, out: Path, runs: Path, extra: list[str], threads: int) -
     if path.is_file():
         cached = json.loads(path.read_text())
         if all(cached.get(k) == v for k, v in want.items()):
+            # builds the base here, once, before runs in parallel would each build it
+            greedy = _eval("task", tb, extra, tb["val_source"], 0, [], runs / "base-check", threads)
+            check_same_base(cached, greedy, path)
             return cached
     ks = [k for k in PASS_K if k <= tb["pass_n"]]
     val = _eval("task", tb, extra, tb["val_source"], tb["pass_n"], ks, runs / "base-val", threads)
@@ -385,6 +411,7 @@ def base_eval(tb: dict, out: Path, runs: Path, extra: list[str], threads: int) -
     )
     base = {
         **want,
+        "greedy_fingerprint": greedy_fingerprint(val),
         "pass_at_k": _passk(val),
         "train_pass_rates": [i["num_correct"] / SPREAD_SAMPLES for i in train["items"]],
     }

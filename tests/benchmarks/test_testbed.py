@@ -398,6 +398,25 @@ def test_records_made_with_other_settings_are_refused(tmp_path):
 
 
 @pytest.mark.slow
+def _greedy(responses: list[str]) -> dict:
+    items = [{"id": f"p{i}", "response": r, "correct": r == "ok"} for i, r in enumerate(responses)]
+    return {"greedy_accuracy": sum(i["correct"] for i in items) / len(items), "items": items}
+
+
+def test_a_base_that_behaves_otherwise_is_refused_and_the_same_is_accepted(tmp_path):
+    here = _greedy(["ok", "no", "ok"])
+    cached = {"greedy_fingerprint": T.greedy_fingerprint(here), "pass_at_k": {"greedy": 2 / 3}}
+    T.check_same_base(cached, _greedy(["ok", "no", "ok"]), tmp_path / "base.json")
+    # the same accuracy from other answers: another base, caught by the fingerprint
+    with pytest.raises(SystemExit, match="another base model.*fingerprint"):
+        T.check_same_base(cached, _greedy(["ok", "ok", "nope"]), tmp_path / "base.json")
+    # a base.json from before fingerprints: its greedy accuracy is what is compared
+    old = {"pass_at_k": {"greedy": 2 / 3}}
+    T.check_same_base(old, _greedy(["no", "ok", "ok"]), tmp_path / "base.json")
+    with pytest.raises(SystemExit, match=r"0\.6667 there, 0\.3333 here"):
+        T.check_same_base(old, _greedy(["ok", "no", "no"]), tmp_path / "base.json")
+
+
 def test_quick_mode_end_to_end_two_steps(tmp_path):
     out = tmp_path / "out"
     # the chosen testbed (validated on pass@1) with a base small enough to build in seconds

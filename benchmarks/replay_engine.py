@@ -47,19 +47,45 @@ class ReplayEngine:
 
     decode_path = "replay of a TRL run's completions"
 
-    def __init__(self, model: torch.nn.Module, tokenizer, batches: list[dict]) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        batches: list[dict],
+        snapshots: dict[int, Path] | None = None,
+        trace_path: Path | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.eos_ids = HFEngine._eos_ids(model, tokenizer)
         self.batches = batches
         self.calls = 0
+        # the recorded run's parameters after step k (k: path), to trace the distance as it grows
+        self.snapshots = snapshots or {}
+        self.trace_path = trace_path
+        self.trace: list[dict] = []
+        self.start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def _trace(self, step: int) -> None:
+        """Distance of the policy after `step` updates to the recorded run's after as many."""
+        if step not in self.snapshots:
+            return
+        theirs = torch.load(self.snapshots[step], weights_only=True)
+        mine = self.model.state_dict()
+        sq = lambda d: sum(float((t.float() ** 2).sum()) for t in d) ** 0.5  # noqa: E731
+        apart = sq(mine[k] - theirs[k] for k in theirs)
+        moved = sq(theirs[k] - self.start[k] for k in theirs)
+        self.trace.append({"step": step, "distance": apart, "their_move": moved})
+        if self.trace_path is not None:
+            Path(self.trace_path).write_text(json.dumps(self.trace, indent=1))
 
     @torch.no_grad()
     def generate(
         self, prompts: list[list[int]], counts: list[int], temperature: float, max_new_tokens: int
     ) -> Rollouts:
         check_request(prompts, counts)
+        self._trace(self.calls)  # the policy now has had `calls` updates
         if self.calls >= len(self.batches):
             raise RuntimeError(f"the recording holds {len(self.batches)} batches; asked for more")
         b = self.batches[self.calls]

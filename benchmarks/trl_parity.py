@@ -57,6 +57,8 @@ N = 8
 PROMPTS = 16
 MAX_NEW = 36
 EVAL_N = 8
+# steps after which a trl run saves its parameters (runs/, for the replay arms' distance trace)
+SNAPSHOT_STEPS = (1, 2, 3, 5, 10, 20, 50, 100, 200)
 
 # e3rl arms: overrides on top of the demo config (model.path and the seed are set per run).
 ARMS: dict[str, list[str]] = {
@@ -76,6 +78,9 @@ ARMS: dict[str, list[str]] = {
     # advantage epsilon, so that what is left of a difference is the update's code
     "e3rl-replay": ["+replay"],
     "e3rl-replay-trlsched": ["algo.adv_eps=1e-4", "+lr_from_zero", "+replay"],
+    # each of the two differences alone
+    "e3rl-replay-lr0": ["+lr_from_zero", "+replay"],
+    "e3rl-replay-eps": ["algo.adv_eps=1e-4", "+replay"],
 }
 
 
@@ -267,9 +272,11 @@ def _patch_replay(trl_dir: Path, cfg) -> None:
             self.position += 1
             return [index[tuple(p)] for p in batches[k]["prompts"]], new_epoch
 
+    snaps = {int(f.stem.removeprefix("step")): f for f in (trl_dir / "params").glob("step*.pt")}
+    trace = Path(cfg.trainer.output_dir) / "distance_to_trl.json"
     T.Batches = ReplayBatches
     T.make_engine = lambda cfg, model, tokenizer, generator, name=None: ReplayEngine(
-        model, tokenizer, batches
+        model, tokenizer, batches, snaps, trace
     )
 
 
@@ -362,6 +369,13 @@ def run_trl(
 
     curve: list[dict] = []
 
+    class Snapshots(TrainerCallback):  # the replay arms trace their distance to these
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step in SNAPSHOT_STEPS:
+                (run_dir / "params").mkdir(exist_ok=True)
+                sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                torch.save(sd, run_dir / "params" / f"step{state.global_step}.pt")
+
     class Curve(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "reward" in logs:
@@ -412,7 +426,7 @@ def run_trl(
         args=cfg,
         train_dataset=Dataset.from_dict({"prompt": texts, "answer": [p.answer for p in train_set]}),
         processing_class=tok,
-        callbacks=[Curve()],
+        callbacks=[Curve(), Snapshots()],
     )
     trainer.train()
     (run_dir / "batches.json").write_text(json.dumps(batches))
@@ -439,6 +453,8 @@ def run_one(arm: str, base: Path, seed: int, args) -> Path:
         ev["param_distance_to_trl"] = param_distance(
             Path(res["final_dir"]), args.work / "trl" / f"seed{seed}" / "final"
         )
+        trace = run_dir / "distance_to_trl.json"
+        ev["distance_trace"] = json.loads(trace.read_text()) if trace.is_file() else []
     record = {
         "arm": arm,
         "seed": seed,

@@ -78,7 +78,12 @@ def test_replaying_an_e3rl_run_reproduces_its_parameters(tiny, tmp_path, monkeyp
     batches: list[dict] = []
     generate = HFEngine.generate
 
+    params = tmp_path / "work" / "trl" / "seed0" / "params"
+    params.mkdir(parents=True)
+
     def recording(self, prompts, counts, temperature, max_new_tokens):
+        if batches:  # the policy after len(batches) updates, as the TRL arm saves it
+            torch.save(self.model.state_dict(), params / f"step{len(batches)}.pt")
         r = generate(self, prompts, counts, temperature, max_new_tokens)
         batches.append(_record(r, prompts, counts))
         return r
@@ -94,3 +99,6 @@ def test_replaying_an_e3rl_run_reproduces_its_parameters(tiny, tmp_path, monkeyp
     d = P.param_distance(Path(replay["final_dir"]), Path(ref["final_dir"]))
     moved = P.param_distance(Path(one["final_dir"]), base)["relative_l2"]
     assert d["relative_l2"] < 1e-3 * moved, (d, moved)
+    trace = json.loads((work / "e3rl-replay" / "seed0" / "distance_to_trl.json").read_text())
+    assert [t["step"] for t in trace] == [1, 2]
+    assert all(t["their_move"] > 0 and t["distance"] < 1e-3 * t["their_move"] for t in trace)

@@ -311,7 +311,9 @@ class OptimConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 = off)."""
     warmup_steps: int = 0
-    """Linear learning-rate warm-up steps."""
+    """Linear learning-rate warm-up steps (the first at lr / warmup_steps: every step moves)."""
+    warmup_from_zero: bool = False
+    """Warm up from lr 0 at the first step, as transformers, TRL and verl schedule it."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     """Learning-rate decay after warm-up, over trainer.total_steps."""
 

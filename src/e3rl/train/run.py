@@ -87,10 +87,14 @@ def _seed_all(seed: int) -> None:
 
 def make_scheduler(optimizer, cfg: Config):
     o, total = cfg.optim, max(cfg.trainer.total_steps, 1)
+    # e3rl's first warm-up step moves the policy (its rollouts are not spent on lr 0); the peers'
+    # schedules start at 0, and from the same batches only that keeps a run on TRL's trajectory
+    # (docs/benchmarks.md "Parity with TRL": the replay arms)
+    first = 0 if o.warmup_from_zero else 1
 
     def factor(step: int) -> float:
         if step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
+            return (step + first) / o.warmup_steps
         progress = min((step - o.warmup_steps) / max(total - o.warmup_steps, 1), 1.0)
         if o.schedule == "cosine":  # float(): a numpy scalar in the scheduler's state would make
             # optim.pt unloadable with weights_only=True (exact for np.float64)

@@ -22,7 +22,10 @@ batch, scale_rewards group, top_k 0, top_p 1), `e3rl` (the demo config, uniform 
 `e3rl-trlsched` (e3rl with TRL's schedule and advantage epsilon: warm-up from lr 0,
 algo.adv_eps 1e-4), the two known differences switched off, and `e3rl-multinomial` (e3rl drawing
 its rollouts with torch.multinomial, as transformers' `generate` does, instead of its inverse-CDF
-sampler).
+sampler); the swap arms `e3rl-generate` and `trl-e3rl-engine`; and the replay arms
+`e3rl-replay*`, e3rl's loop trained on the batches the `trl` run of the same seed recorded
+(`batches.json` and parameter snapshots in its run directory; run `trl` first), whose records add
+the final parameters' distance to TRL's and a distance trace by step.
 
 Each final model gets the same evaluation with e3rl's evaluator on the demo's 300 held-out
 prompts: greedy accuracy (overall and per level) and mean@8 at temperature 1 (8 samples per
@@ -283,7 +286,6 @@ def _patch_replay(trl_dir: Path, cfg) -> None:
 def param_distance(a_dir: Path, b_dir: Path) -> dict:
     """How far two saved models' parameters are apart: the relative L2 distance over all of
     them, and the largest absolute difference of any one."""
-
     a, _ = load_model(a_dir)
     b, _ = load_model(b_dir)
     pa, pb = a.state_dict(), b.state_dict()
@@ -577,6 +579,36 @@ def t975(dof: int) -> float:
     return _T975[min(dof, 30) - 1]
 
 
+def replay_lines(runs: dict[str, dict[int, dict]]) -> list[str]:
+    """The replay arms: how far their final parameters end from the TRL run whose batches they
+    trained on (relative L2 over all parameters), and the distance after step k against TRL's
+    own move from the base by then, where the TRL run saved its parameters."""
+    arms = [a for a in runs if a.startswith("e3rl-replay")]
+    if not arms:
+        return []
+    lines = [
+        "",
+        "Replay arms (e3rl's loop on the trl run's batches of the same seed): final parameters' "
+        "relative L2 distance to TRL's; greedy accuracy, TRL's in brackets:",
+        "",
+    ]
+    for a in arms:
+        for seed, r in sorted(runs[a].items()):
+            trl = runs.get("trl", {}).get(seed)
+            mine = r["greedy_accuracy"]
+            theirs = f" ({trl['greedy_accuracy']:.3f})" if trl else ""
+            trace = ", ".join(
+                f"{t['step']}: {t['distance']:.2g} / {t['their_move']:.2g}"
+                for t in r.get("distance_trace", [])
+            )
+            lines.append(
+                f"- {a} seed {seed}: distance {r['param_distance_to_trl']['relative_l2']:.2g}, "
+                f"greedy {mine:.3f}{theirs}"
+                + (f"; after step k, distance / TRL's move: {trace}" if trace else "")
+            )
+    return lines
+
+
 def summarize(out: Path, base_eval: dict | None) -> str:
     import numpy as np
 
@@ -669,6 +701,7 @@ def summarize(out: Path, base_eval: dict | None) -> str:
             f"{eff['generation'][1]:.3f}",
             f"- interaction: {eff['interaction'][0]:+.3f} ± {eff['interaction'][1]:.3f}",
         ]
+    lines += replay_lines(runs)
     lines += [
         "",
         "Paired differences (seeds present in both arms; 95 % bootstrap over prompts):",

@@ -149,3 +149,22 @@ def test_trl_batches_are_recorded_as_trl_trained_on_them(tmp_path, monkeypatch):
     assert texts == seen
     prompt_ids = [tok(p)["input_ids"] for p in prompts]
     assert all(p in prompt_ids for b in batches for p in b["prompts"])
+
+
+def test_replay_lines_report_distance_trace_and_both_accuracies():
+    runs = {
+        "trl": {0: {"greedy_accuracy": 0.6}},
+        "e3rl-replay": {
+            0: {
+                "greedy_accuracy": 0.45,
+                "param_distance_to_trl": {"relative_l2": 0.006},
+                "distance_trace": [{"step": 1, "distance": 0.0052, "their_move": 0.0}],
+            }
+        },
+    }
+    (line,) = [x for x in P.replay_lines(runs) if x.startswith("- ")]
+    assert line == (
+        "- e3rl-replay seed 0: distance 0.006, greedy 0.450 (0.600); after step k, distance / "
+        "TRL's move: 1: 0.0052 / 0"
+    )
+    assert P.replay_lines({"trl": {}}) == []

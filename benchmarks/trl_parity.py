@@ -67,7 +67,7 @@ SNAPSHOT_STEPS = (1, 2, 3, 5, 10, 20, 50, 100, 200)
 ARMS: dict[str, list[str]] = {
     "trl": [],  # not an e3rl arm: GRPOTrainer
     "e3rl": [],
-    "e3rl-trlsched": ["algo.adv_eps=1e-4", "+lr_from_zero"],
+    "e3rl-trlsched": ["algo.adv_eps=1e-4", "optim.warmup_from_zero=true"],
     # e3rl with TRL's sampler: torch.multinomial instead of the inverse-CDF draw (same
     # distribution, another random stream): the one code difference left in the rollouts
     "e3rl-multinomial": ["+multinomial"],
@@ -80,9 +80,9 @@ ARMS: dict[str, list[str]] = {
     # completions: benchmarks/replay_engine.py), with e3rl's defaults; and with TRL's warm-up and
     # advantage epsilon, so that what is left of a difference is the update's code
     "e3rl-replay": ["+replay"],
-    "e3rl-replay-trlsched": ["algo.adv_eps=1e-4", "+lr_from_zero", "+replay"],
+    "e3rl-replay-trlsched": ["algo.adv_eps=1e-4", "optim.warmup_from_zero=true", "+replay"],
     # each of the two differences alone
-    "e3rl-replay-lr0": ["+lr_from_zero", "+replay"],
+    "e3rl-replay-lr0": ["optim.warmup_from_zero=true", "+replay"],
     "e3rl-replay-eps": ["algo.adv_eps=1e-4", "+replay"],
 }
 
@@ -177,8 +177,6 @@ def run_e3rl(arm: str, base: Path, seed: int, steps: int, threads: int, run_dir:
             *overrides,
         ],
     )
-    if "+lr_from_zero" in flags:
-        _patch_schedule_from_zero()
     if "+multinomial" in flags:
         _patch_multinomial_sampler()
     if "+generate" in flags:
@@ -198,28 +196,6 @@ def run_e3rl(arm: str, base: Path, seed: int, steps: int, threads: int, run_dir:
             if "step" in r
         ],
     }
-
-
-def _patch_schedule_from_zero() -> None:
-    """transformers' warm-up: lr = lr * step / warmup, so the first step has lr 0 (e3rl's starts
-    at lr / warmup). Patched into e3rl's trainer for this arm only."""
-    import numpy as np
-    import torch
-
-    import e3rl.train.run as T  # build_run looks make_scheduler up here
-
-    def make(optimizer, cfg):
-        o, total = cfg.optim, max(cfg.trainer.total_steps, 1)
-
-        def factor(step: int) -> float:
-            if step < o.warmup_steps:
-                return step / o.warmup_steps
-            progress = min((step - o.warmup_steps) / max(total - o.warmup_steps, 1), 1.0)
-            return 0.5 * (1 + np.cos(np.pi * progress))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-    T.make_scheduler = make
 
 
 def multinomial_sample(probs, generator=None):

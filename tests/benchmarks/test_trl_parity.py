@@ -64,13 +64,12 @@ def test_trl_arm_with_e3rl_engine_trains_on_the_engines_samples(tmp_path, monkey
     """`trl-e3rl-engine`: GRPOTrainer's own generation replaced by HFEngine, a prompt's
     generations drawn together, every completion ending where the engine ended it."""
     pytest.importorskip("trl")
-    from datasets import Dataset
     from trl import GRPOTrainer
-    from trl_tiny import grpo_config, tiny_model_and_prompts  # tests/helpers
+    from trl_tiny import train_two_steps  # tests/helpers
 
     import e3rl.rollout.hf as H
 
-    calls, seen = [], []
+    calls = []
     generate = H.HFEngine.generate
 
     def spy(self, prompts, counts, temperature, max_new_tokens):
@@ -81,20 +80,7 @@ def test_trl_arm_with_e3rl_engine_trains_on_the_engines_samples(tmp_path, monkey
     monkeypatch.setattr(H.HFEngine, "generate", spy)
     monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", GRPOTrainer._generate_single_turn)
     P._patch_trl_generation(seed=0)
-
-    def reward(completions, **_):
-        seen.extend(completions)
-        return [float(len(c) % 2) for c in completions]
-
-    model, tok, prompts, _ = tiny_model_and_prompts()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward,
-        args=grpo_config(tmp_path, max_steps=2),
-        train_dataset=Dataset.from_dict({"prompt": prompts}),
-        processing_class=tok,
-    )
-    trainer.train()
+    seen, _, _ = train_two_steps(tmp_path)
     assert len(calls) == 2 and all(c == [4, 4, 4, 4] for c, _ in calls)  # 16 = 4 prompts x 4
     assert seen == [t for _, r in calls for t in r.texts]  # TRL scored what the engine drew
 
@@ -122,28 +108,13 @@ def test_trl_batches_are_recorded_as_trl_trained_on_them(tmp_path, monkeypatch):
     """The replay arms' input: every generation call's prompts (grouped) and completions, which
     decode to exactly the texts TRL's reward function scored."""
     pytest.importorskip("trl")
-    from datasets import Dataset
     from trl import GRPOTrainer
-    from trl_tiny import grpo_config, tiny_model_and_prompts  # tests/helpers
+    from trl_tiny import train_two_steps  # tests/helpers
 
     monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", GRPOTrainer._generate_single_turn)
     batches: list[dict] = []
     P._record_trl_batches(batches)
-    seen = []
-
-    def reward(completions, **_):
-        seen.extend(completions)
-        return [float(len(c) % 2) for c in completions]
-
-    model, tok, prompts, _ = tiny_model_and_prompts()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward,
-        args=grpo_config(tmp_path, max_steps=2),
-        train_dataset=Dataset.from_dict({"prompt": prompts}),
-        processing_class=tok,
-    )
-    trainer.train()
+    seen, tok, prompts = train_two_steps(tmp_path)
     assert len(batches) == 2 and all(b["counts"] == [4, 4, 4, 4] for b in batches)
     texts = [tok.decode(c, skip_special_tokens=True) for b in batches for c in b["completions"]]
     assert texts == seen

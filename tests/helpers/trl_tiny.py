@@ -45,3 +45,26 @@ def grpo_config(output_dir, **overrides):
     )
     base.update(overrides)
     return GRPOConfig(**base)
+
+
+def train_two_steps(output_dir) -> tuple[list[str], object, list[str]]:
+    """GRPOTrainer, 2 steps of 4 prompts x 4 on the tiny model with a length-parity reward:
+    (the texts its reward function scored, the tokenizer, the prompts)."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    seen: list[str] = []
+
+    def reward(completions, **_):
+        seen.extend(completions)
+        return [float(len(c) % 2) for c in completions]
+
+    model, tok, prompts, _ = tiny_model_and_prompts()
+    GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=grpo_config(output_dir, max_steps=2),
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tok,
+    ).train()
+    return seen, tok, prompts

@@ -37,6 +37,11 @@ def record_batch(batches: list[dict], prompt_ids, completion_ids) -> None:
     batches.append({"prompts": prompts, "counts": counts, "completions": completions})
 
 
+def l2_norm(tensors) -> float:
+    """The L2 norm of several tensors taken as one vector (a model's parameters)."""
+    return sum(float((t.float() ** 2).sum()) for t in tensors) ** 0.5
+
+
 def load_batches(path: Path) -> list[dict]:
     return json.loads(Path(path).read_text())
 
@@ -73,9 +78,8 @@ class ReplayEngine:
             return
         theirs = torch.load(self.snapshots[step], weights_only=True)
         mine = self.model.state_dict()
-        sq = lambda d: sum(float((t.float() ** 2).sum()) for t in d) ** 0.5  # noqa: E731
-        apart = sq(mine[k] - theirs[k] for k in theirs)
-        moved = sq(theirs[k] - self.start[k] for k in theirs)
+        apart = l2_norm(mine[k] - theirs[k] for k in theirs)
+        moved = l2_norm(theirs[k] - self.start[k] for k in theirs)
         self.trace.append({"step": step, "distance": apart, "their_move": moved})
         if self.trace_path is not None:
             Path(self.trace_path).write_text(json.dumps(self.trace, indent=1))

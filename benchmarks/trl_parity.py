@@ -262,13 +262,15 @@ def _patch_replay(trl_dir: Path, cfg) -> None:
 def param_distance(a_dir: Path, b_dir: Path) -> dict:
     """How far two saved models' parameters are apart: the relative L2 distance over all of
     them, and the largest absolute difference of any one."""
+    from replay_engine import l2_norm
+
     a, _ = load_model(a_dir)
     b, _ = load_model(b_dir)
     pa, pb = a.state_dict(), b.state_dict()
     if pa.keys() != pb.keys():
         raise RuntimeError(f"{a_dir} and {b_dir} hold different parameters")
-    diff = sum(float(((pa[k] - pb[k]) ** 2).sum()) for k in pa) ** 0.5
-    norm = sum(float((pb[k] ** 2).sum()) for k in pb) ** 0.5
+    diff = l2_norm(pa[k] - pb[k] for k in pa)
+    norm = l2_norm(pb.values())
     worst = max(float((pa[k] - pb[k]).abs().max()) for k in pa)
     return {"relative_l2": diff / norm, "max_abs": worst, "of": str(b_dir)}
 

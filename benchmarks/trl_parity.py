@@ -20,7 +20,8 @@ num_iterations 1).
 Arms (`ARMS`): `trl` (GRPOTrainer, its defaults otherwise: loss_type dapo = token-mean over the
 batch, scale_rewards group, top_k 0, top_p 1), `e3rl` (the demo config, uniform budget) and
 `e3rl-trlsched` (e3rl with TRL's schedule and advantage epsilon: warm-up from lr 0,
-algo.adv_eps 1e-4), the two known differences switched off, and `e3rl-multinomial` (e3rl drawing
+algo.adv_eps 1e-4), the two known differences switched off, `e3rl-lr0` (the warm-up from lr 0
+alone: the declared 12-seed test of e3rl's default), and `e3rl-multinomial` (e3rl drawing
 its rollouts with torch.multinomial, as transformers' `generate` does, instead of its inverse-CDF
 sampler); the swap arms `e3rl-generate` and `trl-e3rl-engine`; and the replay arms
 `e3rl-replay*`, e3rl's loop trained on the batches the `trl` run of the same seed recorded
@@ -68,6 +69,9 @@ ARMS: dict[str, list[str]] = {
     "trl": [],  # not an e3rl arm: GRPOTrainer
     "e3rl": [],
     "e3rl-trlsched": ["algo.adv_eps=1e-4", "optim.warmup_from_zero=true"],
+    # the first warm-up step alone (lr 0 as in transformers and verl, against e3rl's lr / 10):
+    # the declared 12-seed test of whether e3rl's default costs accuracy (docs/benchmarks.md)
+    "e3rl-lr0": ["optim.warmup_from_zero=true"],
     # e3rl with TRL's sampler: torch.multinomial instead of the inverse-CDF draw (same
     # distribution, another random stream): the one code difference left in the rollouts
     "e3rl-multinomial": ["+multinomial"],

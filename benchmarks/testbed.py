@@ -127,6 +127,8 @@ ARMS: dict[str, list[str]] = {
     "value": VALUE,
     "temp": TEMP,
     "entropy_bonus": ["algo.entropy_coef=0.01"],
+    # the value allocator under the Beta prior fitted to the tracked prompts (empirical Bayes)
+    "value_fit": [*VALUE, "budget.prior_fit=true"],
     # issue 16's selection: twice the batch offered, the budget to expected mixed-group rollouts
     "selection": [
         *E3RL,

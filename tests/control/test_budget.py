@@ -19,6 +19,7 @@ from e3rl.control.allocation import (
     _solve_dp,
     beta_power_moments,
     expected_mixed,
+    fit_beta_prior,
     rank_allocation,
     value_allocation,
 )
@@ -29,6 +30,7 @@ from e3rl.control.allocators import (
     UniformAllocator,
     ValueAllocator,
     allocation_stats,
+    current_prior,
     make_allocator,
 )
 from e3rl.control.tracker import DifficultyTracker
@@ -497,3 +499,111 @@ def test_allocation_stats():
     stats = allocation_stats([4, 8, 8, 12])
     assert stats == {"min": 4, "mean": 8.0, "max": 12, "total": 32, "hist": {4: 1, 8: 2, 12: 1}}
     assert allocation_stats([])["total"] == 0
+
+
+# ------------------------------------------------------------------------- empirical-Bayes prior
+
+
+def _binomial_population(a: float, b: float, prompts: int, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    s = rng.binomial(n, rng.beta(a, b, prompts)).astype(float)
+    return s, n - s
+
+
+@pytest.mark.parametrize(("a", "b"), [(0.4, 0.6), (0.3, 0.3), (3.0, 2.0), (1.0, 1.0)])
+def test_fit_beta_prior_recovers_the_population(a, b):
+    s, f = _binomial_population(a, b, prompts=20_000, n=8, seed=1)
+    fa, fb = fit_beta_prior(s, f)
+    assert fa / (fa + fb) == pytest.approx(a / (a + b), abs=0.01)
+    assert fa + fb == pytest.approx(a + b, rel=0.15)  # the strength from 8 rollouts a prompt
+
+
+def test_fit_beta_prior_by_hand():
+    # rates 0/4 and 4/4 on two prompts each: m = 1/2, mean squared deviation 1/4, h = 1/4
+    # var = (1/4 - 1/4 * 1/4) / (3/4) = 1/4 -> clipped to m(1-m) * 0.999: strength 0.001 / 0.999
+    a, b = fit_beta_prior([0, 0, 4, 4] * 4, [4, 4, 0, 0] * 4)
+    assert a == pytest.approx(0.5 * (1 / 0.999 - 1)) and a == pytest.approx(b)
+    # 16 prompts at 2 of 4 each: no spread beyond the binomial noise -> variance floor 1e-4
+    a, b = fit_beta_prior([2] * 16, [2] * 16)
+    assert (a, b) == pytest.approx((0.5 * (0.25 / 1e-4 - 1),) * 2)
+
+
+def test_fit_beta_prior_falls_back_without_evidence():
+    assert fit_beta_prior([1] * 15, [1] * 15, fallback=(2.0, 3.0)) == (2.0, 3.0)  # 15 < 16 seen
+    assert fit_beta_prior([1] * 40, [0] * 40, fallback=(2.0, 3.0)) == (2.0, 3.0)  # n = 1 each
+    assert fit_beta_prior([4] * 20, [0] * 20, fallback=(2.0, 3.0)) == (2.0, 3.0)  # all right
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 30), st.floats(0, 30)), min_size=0, max_size=60),
+)
+def test_fit_beta_prior_is_a_valid_prior_with_the_pooled_mean(counts):
+    s = np.array([c[0] for c in counts], dtype=float)
+    f = np.array([c[1] for c in counts], dtype=float)
+    a, b = fit_beta_prior(s, f)
+    assert a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)
+    seen = (s + f) >= 2
+    m = s[seen].sum() / (s + f)[seen].sum() if seen.sum() >= 16 else None
+    if m is not None and 0 < m < 1:
+        assert a / (a + b) == pytest.approx(m)
+
+
+def test_value_allocator_plans_under_the_fitted_prior():
+    tracker = DifficultyTracker()
+    ids = [f"p{i}" for i in range(40)]
+    s, f = _binomial_population(0.3, 0.3, prompts=40, n=8, seed=2)
+    for pid, si, fi in zip(ids, s, f, strict=True):
+        tracker.update([pid] * 8, [1.0] * int(si) + [0.0] * int(fi))
+    fitted = fit_beta_prior(s, f)
+    alloc = ValueAllocator(0, 16, (1.0, 1.0), 0.0, prior_fit=True)
+    assert alloc.prior_for(tracker) == pytest.approx(fitted)
+    assert current_prior((1.0, 1.0), False, tracker) == (1.0, 1.0)
+    batch = ids[:16]
+    bs, bf = tracker.successes_failures(batch)
+    rng = np.random.default_rng(0)
+    got = alloc.allocate(batch, 128, tracker, 1, 1, rng)
+    assert got == value_allocation(bs, bf, 128, 0, 16, fitted)
+    assert got != ValueAllocator(0, 16, (1.0, 1.0), 0.0).allocate(batch, 128, tracker, 1, 1, rng)
+
+
+def _calibration(prior_fit: bool, seed: int = 0) -> tuple[float, float]:
+    """A static U-shaped population, 16 prompts x 8 a step, 8 visits a prompt: the measured share
+    of rollouts in mixed groups and the share the allocator's posteriors expected."""
+    rng = np.random.default_rng(seed)
+    p = rng.beta(0.3, 0.3, 320)
+    ids = [f"p{i}" for i in range(len(p))]
+    tracker, alloc = (
+        DifficultyTracker(),
+        ValueAllocator(0, 16, (1.0, 1.0), 0.0, prior_fit=prior_fit),
+    )
+    tracker.register(ids)
+    measured = expected = 0.0
+    for step in range(160):
+        idx = np.random.default_rng([seed, step // 20]).permutation(len(p))[(step % 20) * 16 :][:16]
+        batch = [ids[i] for i in idx]
+        counts = np.array(alloc.allocate(batch, 128, tracker, 0, step, rng))
+        s, f = tracker.successes_failures(batch)
+        a0, b0 = alloc.prior_for(tracker)
+        m1, m2 = beta_power_moments(a0 + s, b0 + f, 16), beta_power_moments(b0 + f, a0 + s, 16)
+        rows = np.arange(16)
+        expected += float(
+            (counts * np.where(counts >= 2, 1 - m1[rows, counts] - m2[rows, counts], 0)).sum()
+        )
+        wins = rng.binomial(counts, p[idx])
+        measured += float(counts[(wins > 0) & (wins < counts)].sum())
+        tracker.update(
+            [b for b, c in zip(batch, counts, strict=True) for _ in range(c)],
+            [float(j < w) for w, c in zip(wins, counts, strict=True) for j in range(c)],
+        )
+    return measured / (160 * 128), expected / (160 * 128)
+
+
+def test_fitted_prior_calibrates_the_value_allocator_on_a_u_shaped_population():
+    """The flaw the fit removes: under Beta(1, 1) the allocator expects far more mixed groups
+    than it gets and puts fewer rollouts in them; the fitted prior expects what it gets."""
+    flat_measured, flat_expected = _calibration(prior_fit=False)
+    fit_measured, fit_expected = _calibration(prior_fit=True)
+    assert flat_expected - flat_measured > 0.08
+    assert abs(fit_expected - fit_measured) < 0.03
+    assert fit_measured > flat_measured + 0.03

@@ -233,3 +233,30 @@ def test_method_checks_name_the_callers_keys():
             BudgetConfig(), 4, "none", TemperatureConfig(anneal=True), "n", "e3rl.", "e3rl.tc"
         )
     check_method(rank, 8, "entropy", TemperatureConfig(anneal=True), "n", "", "x")
+
+
+def test_prior_fit_reaches_the_allocator_and_the_forecast():
+    """budget.prior_fit: the plan and the logged forecast both use the fitted prior."""
+    from e3rl.control.allocation import fit_beta_prior
+    from e3rl.control.selection import mixed_shares
+
+    budget = {"allocator": "value", "n_min": 0, "n_max": 16, "recheck_prob": 0.0}
+    fit, flat = _control(8, {**budget, "prior_fit": True}), _control(8, budget)
+    assert fit.allocator.prior_fit and not flat.allocator.prior_fit
+    world = np.random.default_rng(3)
+    ids = [f"p{k}" for k in range(64)]
+    p_right = {pid: float(world.beta(0.3, 0.3)) for pid in ids}
+    for ctl in (fit, flat):
+        ctl.register(ids)
+        for step in range(4):  # every prompt seen once, 8 rollouts each
+            plan = ctl.plan(ids[16 * step : 16 * step + 16])
+            owners, raw = _rollouts(plan, p_right, np.random.default_rng(step))
+            ctl.observe(owners, raw, [1] * len(raw), 1.0)
+    prior = fit_beta_prior(*fit.tracker.counts())
+    assert prior[0] < 1 and prior[1] < 1  # the population is U-shaped
+    plan = fit.plan(ids[:16])
+    s, f = fit.tracker.successes_failures(ids[:16])
+    want, _ = mixed_shares(s, f, plan.counts, 8, prior)
+    _, m = fit.observe(*_rollouts(plan, p_right, world), [1] * 128, 1.0)
+    assert m["exp_frac_rollouts_mixed"] == pytest.approx(want)
+    assert plan.counts != flat.plan(ids[:16]).counts

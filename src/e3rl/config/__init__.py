@@ -153,7 +153,9 @@ class TaskConfig:
         _require(len(self.levels) > 0, "levels", self.levels, "a non-empty list of levels")
         valid = sorted(TASKS[self.name].LEVELS)
         _require(
-            set(self.levels) <= set(valid), "levels", self.levels,
+            set(self.levels) <= set(valid),
+            "levels",
+            self.levels,
             f"levels of task {self.name!r}, a subset of {valid}",
         )
         _require(self.train_size >= 1, "train_size", self.train_size, "an integer >= 1")

@@ -48,6 +48,8 @@ class BudgetConfig:
     """value: most rollouts a prompt gets."""
     prior: list[float] = field(default_factory=lambda: [1.0, 1.0])
     """value: Beta prior (alpha, beta) over each prompt's success probability."""
+    prior_fit: bool = False
+    """value: fit the Beta prior to the tracked prompts' pass rates each step (empirical Bayes); budget.prior until 16 prompts have 2+ rollouts."""
     recheck_prob: float = 0.05
     """value: chance that a prompt allocated 0 still gets a small group so its estimate stays fresh."""
     value_objective: Literal["mixed", "knapsack", "mixed_rollouts"] = "mixed"

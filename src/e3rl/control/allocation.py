@@ -24,9 +24,11 @@ __all__ = [
     "beta_power_moments",
     "check_bounds",
     "expected_mixed",
+    "fit_beta_prior",
     "rank_allocation",
     "value_allocation",
 ]
+
 
 def check_bounds(num: int, budget: int, n_min: int, n_max: int) -> tuple[int, int, int]:
     """Validate a (batch, budget, bounds) setting; infeasible ones are config errors, not clamps."""
@@ -159,6 +161,42 @@ def beta_power_moments(a: Any, b: Any, max_power: int) -> np.ndarray:
     factors = (a + np.arange(max_power)) / (a + b + np.arange(max_power))
     ones = np.ones(factors.shape[:-1] + (1,))
     return np.concatenate([ones, np.cumprod(factors, axis=-1)], axis=-1)
+
+
+FIT_MIN_PROMPTS = 16
+"""`fit_beta_prior` keeps the fallback prior until this many prompts have 2+ rollouts."""
+
+
+def fit_beta_prior(
+    successes: Any, failures: Any, fallback: Sequence[float] = (1.0, 1.0)
+) -> tuple[float, float]:
+    """The Beta(a, b) whose mean and variance match the population of prompts' pass rates
+    (empirical Bayes by the method of moments), from each prompt's success and failure counts.
+
+    A prompt's observed rate s/n scatters around its true rate by binomial noise, so
+    ``E[(s/n - m)^2] = var (1 - 1/n) + m (1 - m) / n`` with m the pooled mean; solving for the
+    variance of the true rates over the prompts with n >= 2 gives ``var``, then
+    ``a + b = m (1 - m) / var - 1``. Why: with a uniform Beta(1, 1), a prompt seen once at 8 of 8
+    still looks half likely to give a mixed group next time; on a population of mostly solved and
+    mostly failed prompts (U-shaped, the usual case in RL post-training) the fitted prior says
+    how rare that is (benchmarks/allocation_ceiling.py). ``fallback`` until
+    ``FIT_MIN_PROMPTS`` prompts have 2 or more rollouts; the variance is kept inside
+    (1e-4, m (1 - m)) so a and b stay positive and finite.
+    """
+    s = np.asarray(successes, dtype=float).reshape(-1)
+    n = s + np.asarray(failures, dtype=float).reshape(-1)
+    seen = n >= 2
+    if seen.sum() < FIT_MIN_PROMPTS:
+        return float(fallback[0]), float(fallback[1])
+    s, n = s[seen], n[seen]
+    m = float(s.sum() / n.sum())
+    if not 0.0 < m < 1.0:  # every rollout right (or wrong): no spread to fit
+        return float(fallback[0]), float(fallback[1])
+    h = float(np.mean(1.0 / n))
+    var = (float(np.mean((s / n - m) ** 2)) - m * (1 - m) * h) / (1 - h)
+    var = min(max(var, 1e-4), m * (1 - m) * 0.999)
+    strength = m * (1 - m) / var - 1
+    return m * strength, (1 - m) * strength
 
 
 def _posterior(successes: Any, failures: Any, prior: Sequence[float]) -> tuple[np.ndarray, ...]:
@@ -357,5 +395,3 @@ def expected_mixed(
     gains = OBJECTIVES[objective](a, b, int(c.max(initial=0)))
     g = np.concatenate([np.zeros((len(a), 1)), np.cumsum(gains, axis=1)], axis=1)
     return float(g[np.arange(len(a)), c].sum())
-
-

@@ -13,7 +13,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from e3rl.control.allocation import check_bounds, rank_allocation, value_allocation
+from e3rl.control.allocation import (
+    check_bounds,
+    fit_beta_prior,
+    rank_allocation,
+    value_allocation,
+)
 from e3rl.control.tracker import DifficultyTracker
 
 __all__ = [
@@ -25,6 +30,7 @@ __all__ = [
     "ValueAllocator",
     "allocation_stats",
     "allocator_from_config",
+    "current_prior",
     "make_allocator",
 ]
 
@@ -127,17 +133,24 @@ class RankAllocator:
 
 @dataclass(frozen=True)
 class ValueAllocator:
-    """:func:`value_allocation` on the tracker's live (decayed) counts, whatever its rank mode."""
+    """:func:`value_allocation` on the tracker's live (decayed) counts, whatever its rank mode;
+    ``prior_fit``: under the Beta prior fitted to all tracked prompts (:func:`fit_beta_prior`,
+    ``prior`` until enough are seen) instead of ``prior``."""
 
     n_min: int = 0
     n_max: int = 16
     prior: tuple[float, float] = (1.0, 1.0)
     recheck_prob: float = 0.05
     objective: str = "mixed"
+    prior_fit: bool = False
 
     @classmethod
     def from_config(cls, b: Any, n: int) -> ValueAllocator:
-        return cls(b.n_min, b.n_max, tuple(b.prior), b.recheck_prob, b.value_objective)
+        return cls(b.n_min, b.n_max, tuple(b.prior), b.recheck_prob, b.value_objective, b.prior_fit)
+
+    def prior_for(self, tracker: DifficultyTracker) -> tuple[float, float]:
+        """The Beta prior this step plans under."""
+        return current_prior(self.prior, self.prior_fit, tracker)
 
     def allocate(self, prompt_ids, budget, tracker, epoch, step, rng) -> list[int]:
         tracker.register(prompt_ids)
@@ -148,11 +161,20 @@ class ValueAllocator:
             budget,
             self.n_min,
             self.n_max,
-            tuple(self.prior),
+            self.prior_for(tracker),
             self.recheck_prob,
             rng,
             self.objective,
         )
+
+
+def current_prior(
+    prior: tuple[float, float], fit: bool, tracker: DifficultyTracker
+) -> tuple[float, float]:
+    """``prior``, or with ``fit`` the Beta prior fitted to every prompt the tracker holds."""
+    if not fit:
+        return float(prior[0]), float(prior[1])
+    return fit_beta_prior(*tracker.counts(), fallback=prior)
 
 
 ALLOCATORS: dict[str, type[Allocator]] = {

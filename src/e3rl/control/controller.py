@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 
 from e3rl.config import BudgetConfig, LengthBiasConfig, TemperatureConfig
-from e3rl.control.allocators import Allocator, allocation_stats, allocator_from_config
+from e3rl.control.allocators import (
+    Allocator,
+    allocation_stats,
+    allocator_from_config,
+    current_prior,
+)
 from e3rl.control.length_bias import length_biased_rewards
 from e3rl.control.selection import CandidatePool, choose_counts, forced_room, mixed_shares
 from e3rl.control.temperature import EntropyTemperatureController
@@ -73,7 +78,8 @@ class E3Control:
     :meth:`plan` is given another. ``controller=None`` keeps ``fixed_temperature``.
     ``length_bias=(mu, threshold)``; ``mu = 0`` turns it off. ``seed`` seeds the allocator's
     random draws (the value allocator's re-checks). ``max_deferrals``, ``recheck_prob``,
-    ``prior`` and ``objective`` are :meth:`select`'s (see :mod:`e3rl.control.selection`).
+    ``prior``, ``objective`` and ``prior_fit`` are :meth:`select`'s and the expected-share
+    metrics' (see :mod:`e3rl.control.selection`).
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class E3Control:
         recheck_prob: float = 0.0,
         prior: tuple[float, float] = (1.0, 1.0),
         objective: str = "mixed",
+        prior_fit: bool = False,
     ) -> None:
         if n < 0:
             raise ValueError(f"n must be >= 0 rollouts per prompt, got n={n}")
@@ -110,6 +117,7 @@ class E3Control:
             raise ValueError(f"recheck_prob must be in [0, 1], got recheck_prob={recheck_prob}")
         self.recheck_prob = float(recheck_prob)
         self.prior = tuple(float(x) for x in prior)
+        self.prior_fit = bool(prior_fit)
         self.objective = objective
         self.totals = dict.fromkeys(_TOTALS, 0.0)
         self._plan_metrics: dict[str, Any] = {}
@@ -146,6 +154,7 @@ class E3Control:
             budget.recheck_prob,
             tuple(budget.prior),
             budget.value_objective,
+            budget.prior_fit,
         )
 
     # ---- reading
@@ -226,7 +235,7 @@ class E3Control:
             self.tracker,
             self.epoch,
             step,
-            self.prior,
+            current_prior(self.prior, self.prior_fit, self.tracker),
             self.objective,
         )
         counts = [int(c) for c in counts]
@@ -258,7 +267,8 @@ class E3Control:
         the tracker's posteriors, before this step's results)."""
         self._plan, self._rank_of = plan, dict(zip(plan.prompt_ids, plan.ranks, strict=True))
         s, f = self.tracker.successes_failures(plan.prompt_ids)
-        chosen, uniform = mixed_shares(s, f, plan.counts, self.n, self.prior)
+        prior = current_prior(self.prior, self.prior_fit, self.tracker)
+        chosen, uniform = mixed_shares(s, f, plan.counts, self.n, prior)
         budget = sum(plan.counts)
         rolled = sum(c > 0 for c in plan.counts)
         self._plan_metrics = {

@@ -129,7 +129,7 @@ def choose_counts(
     tracker.register(ids)
     s, f = tracker.successes_failures(ids)
     if isinstance(allocator, ValueAllocator):
-        return _choose_value(allocator, s, f, budget, forced)
+        return _choose_value(allocator, s, f, budget, forced, allocator.prior_for(tracker))
     if isinstance(allocator, (UniformAllocator, RankAllocator)):
         n = allocator.n
         if n <= 0 or budget % n:
@@ -155,13 +155,18 @@ def choose_counts(
 
 
 def _choose_value(
-    allocator: ValueAllocator, s: np.ndarray, f: np.ndarray, budget: int, forced: np.ndarray
+    allocator: ValueAllocator,
+    s: np.ndarray,
+    f: np.ndarray,
+    budget: int,
+    forced: np.ndarray,
+    prior: Sequence[float],
 ) -> list[int]:
     """Exact maximum of the summed group values, each candidate at 0 or in [n_min, n_max],
     forced ones in [max(n_min, 2), n_max]."""
     n_min, n_max = allocator.n_min, allocator.n_max
     check_bounds(len(s), budget, 0, n_max)
-    a, b = _posterior(s, f, allocator.prior)
+    a, b = _posterior(s, f, prior)
     gains = OBJECTIVES[allocator.objective](a, b, n_max)
     cs = np.arange(n_max + 1)
     free = (cs == 0) | ((cs >= max(n_min, 1)) & (cs <= n_max))

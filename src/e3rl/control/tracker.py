@@ -15,7 +15,6 @@ import numpy as np
 __all__ = ["DifficultyTracker"]
 
 
-
 def _stable_hash(prompt_id: str) -> int:
     """64-bit hash of an id, identical across processes and runs (unlike the builtin ``hash``)."""
     return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "big")
@@ -153,6 +152,10 @@ class DifficultyTracker:
         s = self._successes[idx]
         return s, self._rollouts[idx] - s
 
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Live decayed success and failure counts of every known prompt (copies)."""
+        return self._successes.copy(), self._rollouts - self._successes
+
     def state_dict(self) -> dict[str, Any]:
         """Counts as plain lists (JSON round-trips floats exactly); config stays the caller's."""
         return {
@@ -175,4 +178,3 @@ class DifficultyTracker:
         frozen = [math.nan if x is None else x for x in state["frozen_accuracy"]]
         self._frozen = np.array(frozen, dtype=float).reshape(-1)
         self.steps, self.epochs = int(state["steps"]), int(state["epochs"])
-

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from e3rl.control.allocation import beta_power_moments, value_allocation
-from e3rl.control.allocators import ValueAllocator
+from e3rl.control.allocation import value_allocation
+from e3rl.control.allocators import ValueAllocator, current_prior
+from e3rl.control.selection import mixed_shares
 from e3rl.control.tracker import DifficultyTracker
 
 RESULTS = Path("benchmarks/results/testbed")
@@ -52,14 +53,6 @@ def true_rates(base_json: Path, limit: int, rng: np.random.Generator) -> np.ndar
     return rng.beta(k + 0.5, SAMPLES - k + 0.5)
 
 
-def mixed_probability(a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """P(a group of c rollouts is mixed) for p ~ Beta(a, b): 1 - E[p^c] - E[(1-p)^c]."""
-    c_max = int(counts.max(initial=0))
-    m1, m2 = beta_power_moments(a, b, c_max), beta_power_moments(b, a, c_max)
-    rows = np.arange(len(counts))
-    return np.where(counts >= 2, 1 - m1[rows, counts] - m2[rows, counts], 0.0)
-
-
 def simulate(p: np.ndarray, arm: str, seed: int) -> list[dict]:
     """One run: per epoch, measured and expected shares of rollouts in mixed groups (expected
     under the posterior the allocator planned with; for `uniform`, the tracker's)."""
@@ -74,19 +67,17 @@ def simulate(p: np.ndarray, arm: str, seed: int) -> list[dict]:
         idx = np.random.default_rng([seed, epoch]).permutation(len(p))[pos * BATCH :][:BATCH]
         batch_ids = [ids[i] for i in idx]
         s, f = tracker.successes_failures(batch_ids)
+        prior = current_prior((1.0, 1.0), arm == "value_fit", tracker)
         if arm == "oracle":  # the value solver on the true pass rates
             s, f = p[idx] * ORACLE_STRENGTH, (1 - p[idx]) * ORACLE_STRENGTH
-            counts = value_allocation(s, f, BATCH * N, 0, 16, (1.0, 1.0))
-        elif arm == "value":
-            counts = VALUE.allocate(batch_ids, BATCH * N, tracker, epoch, step + 1, alloc_rng)
-        elif arm == "value_fit":
-            prior = VALUE_FIT.prior_for(tracker)
-            s, f = s + prior[0] - 1, f + prior[1] - 1  # `expected` below adds Beta(1, 1)
-            counts = VALUE_FIT.allocate(batch_ids, BATCH * N, tracker, epoch, step + 1, alloc_rng)
+            counts = value_allocation(s, f, BATCH * N, 0, 16, prior)
+        elif arm in ("value", "value_fit"):
+            alloc = VALUE_FIT if arm == "value_fit" else VALUE
+            counts = alloc.allocate(batch_ids, BATCH * N, tracker, epoch, step + 1, alloc_rng)
         else:
             counts = [N] * BATCH
         counts = np.asarray(counts)
-        expected = mixed_probability(1 + s, 1 + f, counts) @ counts / counts.sum()
+        expected, _ = mixed_shares(s, f, counts, N, prior)
         wins = rng.binomial(counts, p[idx])
         mixed = (wins > 0) & (wins < counts)
         tracker.update(  # rewards in any order: the tracker only counts them

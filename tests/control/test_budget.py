@@ -33,6 +33,7 @@ from e3rl.control.allocators import (
     current_prior,
     make_allocator,
 )
+from e3rl.control.selection import mixed_shares
 from e3rl.control.tracker import DifficultyTracker
 
 # ------------------------------------------------------------------------------------ tracker
@@ -584,12 +585,7 @@ def _calibration(prior_fit: bool, seed: int = 0) -> tuple[float, float]:
         batch = [ids[i] for i in idx]
         counts = np.array(alloc.allocate(batch, 128, tracker, 0, step, rng))
         s, f = tracker.successes_failures(batch)
-        a0, b0 = alloc.prior_for(tracker)
-        m1, m2 = beta_power_moments(a0 + s, b0 + f, 16), beta_power_moments(b0 + f, a0 + s, 16)
-        rows = np.arange(16)
-        expected += float(
-            (counts * np.where(counts >= 2, 1 - m1[rows, counts] - m2[rows, counts], 0)).sum()
-        )
+        expected += mixed_shares(s, f, counts, 8, alloc.prior_for(tracker))[0] * 128
         wins = rng.binomial(counts, p[idx])
         measured += float(counts[(wins > 0) & (wins < counts)].sum())
         tracker.update(

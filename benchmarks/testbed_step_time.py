@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import testbed as T
+import testbed_defs as D
 
 KEYS = ("time_plan", "time_generate", "time_reward", "time_update")
 
@@ -63,13 +64,13 @@ def one_run(tb: dict, steps: int, threads: int) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--testbed", default=T.CHOSEN, help=f"one of {', '.join(T.TESTBEDS)}")
+    p.add_argument("--testbed", default=D.CHOSEN, help=f"one of {', '.join(D.TESTBEDS)}")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=T.RESULTS / "step_seconds.json")
     a = p.parse_args()
-    tb = T.testbed_config(a.testbed)
+    tb = D.testbed_config(a.testbed)
     per_run = [one_run(tb, a.steps, a.threads) for _ in range(a.repeats)]
     pooled = [t for run in per_run for t in run]
     res = {

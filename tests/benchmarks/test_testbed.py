@@ -1,9 +1,8 @@
 """The testbed suite's statistics (benchmarks/testbed_stats.py) on hand-computed cases, its verdict
-rules on constructed inputs, its arms against the configs, and its resumability (stubbed runner)."""
+rules on constructed inputs, and its resumability (stubbed runner)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -254,38 +253,6 @@ def test_candidate_properties_against_the_thresholds():
         "collapse": False,  # pass@16 ends above the base's
         "cheap": False,
     }
-
-
-# ---------------------------------------------------------------------------- arms and configs
-
-
-def _config(path: str, overrides=()):
-    from e3rl.config_io import load_config
-
-    return dataclasses.asdict(load_config(str(REPO / path), list(overrides)))
-
-
-def test_e3rl_arm_is_configs_e3rl_yaml():
-    e3rl, arm = _config("configs/e3rl.yaml"), _config("configs/demo.yaml", T.E3RL)
-    e3rl["trainer"].pop("output_dir"), arm["trainer"].pop("output_dir")
-    assert arm == e3rl
-
-
-@pytest.mark.parametrize("arm", list(T.ARMS))
-def test_every_arm_is_a_valid_config_with_the_same_budget(arm):
-    tb = T.TESTBEDS["arith"]
-    base = _config(tb["config"], tb["overrides"])
-    cfg = _config(tb["config"], [*tb["overrides"], *T.arm_overrides(arm, 16)])
-    for key in ("model", "task"):  # the same base model
-        assert cfg[key] == base[key]
-    assert cfg["data"]["batch_size"] * cfg["rollout"]["n"] == 128
-    if arm == "selection":
-        assert cfg["data"]["candidates_per_step"] == 32
-
-
-def test_unknown_arm_is_a_clear_error():
-    with pytest.raises(SystemExit, match="'nope' is unknown; valid: uniform"):
-        T.arm_overrides("nope", 16)
 
 
 # ---------------------------------------------------------------------------- records, jobs

@@ -99,12 +99,12 @@ def _empty(rows: list) -> list[dict]:
 
 
 def _tally(o: dict, reward: float, length: int, truncated: bool, text: str) -> None:
-    import trl_parity as P
+    from trl_parity_report import response_form
 
     o["correct"] += int(reward > 0.5)
     o["length"] += length
     o["truncated"] += int(truncated)
-    o["direct"] += int(P.response_form(text) == "direct")
+    o["direct"] += int(response_form(text) == "direct")
 
 
 def describe(counts: list[dict], levels: list[int], n: int) -> dict:

@@ -163,3 +163,16 @@ def test_first_token_loss_is_dropped_only_where_asked():
     assert labels[0, plen] == -100 and labels[0, plen + 1] != -100
     assert labels[1, plen] != -100
     assert (labels[:, :plen] == -100).all()
+
+
+def test_the_announced_minutes_grow_with_the_models_weights_and_the_sequences():
+    from e3rl.config import ModelConfig, TinyModelConfig, WarmStartConfig
+    from e3rl.warmstart import warm_start_minutes
+
+    ws = WarmStartConfig(steps=3000, batch_size=48)
+    default = ModelConfig(warm_start=ws)
+    assert warm_start_minutes(default) == pytest.approx(7.2)  # 144,000 sequences / 20,000
+    wide = ModelConfig(tiny=TinyModelConfig(hidden_size=256, intermediate_size=1024), warm_start=ws)
+    assert warm_start_minutes(wide) == pytest.approx(7.2 * (0.27 + 0.73 * 4))  # 4x the weights
+    half = ModelConfig(warm_start=WarmStartConfig(steps=1500, batch_size=48))
+    assert warm_start_minutes(half) == pytest.approx(3.6)

@@ -44,7 +44,11 @@ def _key(cfg: ModelConfig, task: TaskConfig, seed: int) -> str:
             # the seed is keyed below, as the one actually used
             {k: v for k, v in dataclasses.asdict(cfg.warm_start).items() if k != "seed"},
             # a field added later counts only when set: earlier cache entries keep their key
-            {k: v for k, v in dataclasses.asdict(task).items() if k != "worked_prior" or v is not None},
+            {
+                k: v
+                for k, v in dataclasses.asdict(task).items()
+                if k != "worked_prior" or v is not None
+            },
             seed,
         ],
         sort_keys=True,
@@ -88,8 +92,11 @@ class _WarmStartProgress:
         self.next_line = max(steps // 10, 1)
         if self.console.is_terminal:
             self.bar = Progress(
-                TextColumn("warm start"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
+                TextColumn("warm start"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.3f}"),
+                TimeRemainingColumn(),
                 console=self.console,
             )
             self.task = self.bar.add_task("", total=steps, loss=float("nan"))
@@ -105,7 +112,8 @@ class _WarmStartProgress:
             print(
                 f"warm start: step {step}/{self.steps}, loss {loss:.3f}, "
                 f"{elapsed:.0f} s elapsed, about {left:.0f} s left",
-                file=sys.stderr, flush=True,
+                file=sys.stderr,
+                flush=True,
             )
 
     def close(self) -> None:
@@ -320,11 +328,20 @@ def _greedy(model, tokenizer, questions: list[str], max_new: int, first_mask=Non
     tokenizer.padding_side = "left"
     out: list[str] = []
     for s in range(0, len(questions), 100):
-        enc = tokenizer(questions[s : s + 100], return_tensors="pt", padding=True,
-                        add_special_tokens=False)
-        procs = LogitsProcessorList([_First(enc.input_ids.shape[1])] if first_mask is not None else [])
-        gen = model.generate(**enc, max_new_tokens=max_new, do_sample=False, logits_processor=procs,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        enc = tokenizer(
+            questions[s : s + 100], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        procs = LogitsProcessorList(
+            [_First(enc.input_ids.shape[1])] if first_mask is not None else []
+        )
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new,
+            do_sample=False,
+            logits_processor=procs,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         out += tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
     return out
 
@@ -343,14 +360,25 @@ def probe_base(model, tokenizer, task: TaskConfig, max_new_tokens: int = 36) -> 
     forced_d = _greedy(model, tokenizer, qs, max_new_tokens, direct_mask)
     p_worked = []
     for s in range(0, len(qs), 100):
-        enc = tokenizer(qs[s : s + 100], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(
+            qs[s : s + 100], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         logits = model(**enc).logits[:, -1, :].float()
         probs = torch.softmax(logits, -1)[:, : len(tokenizer)]
         p_worked += (probs * worked_mask[: probs.shape[1]]).sum(-1).tolist()
     rows: dict[int, dict] = {}
     for i, p in enumerate(val):
-        r = rows.setdefault(p.level, {"n": 0, "greedy": 0, "worked": 0, "p_worked": 0.0,
-                                      "forced_worked": 0, "forced_direct": 0})
+        r = rows.setdefault(
+            p.level,
+            {
+                "n": 0,
+                "greedy": 0,
+                "worked": 0,
+                "p_worked": 0.0,
+                "forced_worked": 0,
+                "forced_direct": 0,
+            },
+        )
         r["n"] += 1
         r["greedy"] += module.score(greedy[i], str(p.answer))
         r["worked"] += not greedy[i].lstrip().startswith("#")
@@ -358,12 +386,15 @@ def probe_base(model, tokenizer, task: TaskConfig, max_new_tokens: int = 36) -> 
         r["forced_worked"] += module.score(forced_w[i], str(p.answer))
         r["forced_direct"] += module.score(forced_d[i], str(p.answer))
     levels = {
-        lv: {"n": r["n"], **{k: r[k] / r["n"] for k in r if k != "n"}} for lv, r in sorted(rows.items())
+        lv: {"n": r["n"], **{k: r[k] / r["n"] for k in r if k != "n"}}
+        for lv, r in sorted(rows.items())
     }
     multi = [i for i, p in enumerate(val) if module.LEVELS[p.level][2] > 1]
     return {
-        "greedy_accuracy": sum(module.score(greedy[i], str(p.answer)) for i, p in enumerate(val)) / len(val),
-        "worked_share_multistep": sum(not greedy[i].lstrip().startswith("#") for i in multi) / max(len(multi), 1),
+        "greedy_accuracy": sum(module.score(greedy[i], str(p.answer)) for i, p in enumerate(val))
+        / len(val),
+        "worked_share_multistep": sum(not greedy[i].lstrip().startswith("#") for i in multi)
+        / max(len(multi), 1),
         "p_worked_multistep": sum(p_worked[i] for i in multi) / max(len(multi), 1),
         "p_worked_near_half": sum(0.35 < p_worked[i] < 0.65 for i in multi) / max(len(multi), 1),
         "levels": levels,
@@ -393,7 +424,9 @@ def band_measures(report: dict, band: BaseBand) -> dict[str, float]:
     """The figures of a `probe_base` report that `band` bounds, pooled over the band's levels."""
     rows = [report["levels"][lv] for lv in band.levels if lv in report["levels"]]
     if not rows:
-        raise ValueError(f"the probe covers levels {sorted(report['levels'])}, none of {band.levels}")
+        raise ValueError(
+            f"the probe covers levels {sorted(report['levels'])}, none of {band.levels}"
+        )
     n = sum(r["n"] for r in rows)
 
     def pooled(key: str) -> float:

@@ -178,7 +178,9 @@ def _evaluate(node: ast.AST, used: list[int]) -> Fraction:
     if isinstance(node, ast.BinOp):
         ops = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
         if type(node.op) in ops:
-            value = _OPS[ops[type(node.op)]](_evaluate(node.left, used), _evaluate(node.right, used))
+            value = _OPS[ops[type(node.op)]](
+                _evaluate(node.left, used), _evaluate(node.right, used)
+            )
             if value is None:
                 raise ZeroDivisionError
             return value
@@ -219,7 +221,14 @@ def solutions(numbers: list[int], target: int) -> int:
         for i, j in itertools.combinations(range(len(pool)), 2):
             rest = tuple(x for k, x in enumerate(pool) if k not in (i, j))
             a, b = pool[i], pool[j]
-            for value in {a + b, a * b, a - b, b - a, *((a / b,) if b else ()), *((b / a,) if a else ())}:
+            for value in {
+                a + b,
+                a * b,
+                a - b,
+                b - a,
+                *((a / b,) if b else ()),
+                *((b / a,) if a else ()),
+            }:
                 total += count((*rest, value))
         return total
 

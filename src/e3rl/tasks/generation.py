@@ -66,7 +66,11 @@ def stream(
 
 
 def splits(
-    make_problem: MakeProblem, task: str, levels: list[int], train_size: int, val_size: int,
+    make_problem: MakeProblem,
+    task: str,
+    levels: list[int],
+    train_size: int,
+    val_size: int,
     seed: int,
 ) -> dict[str, list]:
     """Train and validation splits; validation questions never occur in training."""

@@ -26,7 +26,9 @@ its rollouts with torch.multinomial, as transformers' `generate` does, instead o
 sampler); the swap arms `e3rl-generate` and `trl-e3rl-engine`; and the replay arms
 `e3rl-replay*`, e3rl's loop trained on the batches the `trl` run of the same seed recorded
 (`batches.json` and parameter snapshots in its run directory; run `trl` first), whose records add
-the final parameters' distance to TRL's and a distance trace by step.
+the final parameters' distance to TRL's and a distance trace by step; and `e3rl-trlorder`, e3rl
+taking each step's prompts in the order TRL's sampler gives the same seed (`trl_prompt_order`)
+and drawing its own rollouts.
 
 Each final model gets the same evaluation with e3rl's evaluator on the demo's 300 held-out
 prompts: greedy accuracy (overall and per level) and mean@8 at temperature 1 (8 samples per
@@ -90,6 +92,9 @@ ARMS: dict[str, list[str]] = {
     # each of the two differences alone
     "e3rl-replay-lr0": ["optim.warmup_from_zero=true", "+replay"],
     "e3rl-replay-eps": ["algo.adv_eps=1e-4", "+replay"],
+    # e3rl drawing its own rollouts for the prompts TRL's RepeatSampler gives the same seed,
+    # step by step: the data order is TRL's, the sampling draws are e3rl's
+    "e3rl-trlorder": ["+trlorder"],
 }
 
 
@@ -189,6 +194,8 @@ def run_e3rl(arm: str, base: Path, seed: int, steps: int, threads: int, run_dir:
         _patch_generate_engine()
     if "+replay" in flags:
         _patch_replay(run_dir.parent.parent / "trl" / f"seed{seed}", cfg)
+    if "+trlorder" in flags:
+        _patch_trl_order(cfg, seed, steps)
     summary = train(cfg, quiet=True)
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
@@ -263,6 +270,48 @@ def _patch_replay(trl_dir: Path, cfg) -> None:
     T.make_engine = lambda cfg, model, tokenizer, generator, name=None: ReplayEngine(
         model, tokenizer, batches, snaps, trace
     )
+
+
+def trl_prompt_order(
+    num_prompts: int, steps: int, seed: int, prompts: int = PROMPTS, n: int = N
+) -> list[list[int]]:
+    """The dataset indices of the `prompts` prompts of each of GRPOTrainer's first `steps` steps,
+    in its order, as its `_get_train_sampler` builds the sampler for trl_parity's settings (one
+    generation batch a step, num_iterations 1): RepeatSampler, one permutation an epoch from one
+    generator seeded by `seed`, incomplete batches dropped."""
+    from trl.trainer.utils import RepeatSampler
+
+    sampler = RepeatSampler(range(num_prompts), mini_repeat_count=n, batch_size=prompts, seed=seed)
+    steps_out: list[list[int]] = []
+    while len(steps_out) < steps:  # each pass over the sampler is one epoch, as the Trainer's
+        flat = list(sampler)[::n]
+        steps_out += [flat[i : i + prompts] for i in range(0, len(flat), prompts)]
+    return steps_out[:steps]
+
+
+def _patch_trl_order(cfg, seed: int, steps: int) -> None:
+    """e3rl's loop takes its prompts in the order TRL's sampler gives seed `seed`, for the
+    `e3rl-trlorder` arm only (the epochs stay e3rl's: 250 steps of 16 over 4,000 prompts in both)."""
+    import e3rl.train.run as T  # build_run looks Batches up here
+    from e3rl.data import load_source
+
+    num_prompts = len(load_source(cfg.data.train, cfg.task))  # TRL's dataset: all of them
+    order = trl_prompt_order(num_prompts, steps, seed)
+
+    class TRLOrderBatches(T.Batches):
+        def next(self):
+            if self.num_prompts != num_prompts:
+                raise RuntimeError(
+                    f"e3rl trains on {self.num_prompts} prompts, TRL on {num_prompts}"
+                )
+            new_epoch = self.position >= self.per_epoch
+            if new_epoch:
+                self.epoch, self.position = self.epoch + 1, 0
+            k = self.epoch * self.per_epoch + self.position
+            self.position += 1
+            return order[k], new_epoch
+
+    T.Batches = TRLOrderBatches
 
 
 def param_distance(a_dir: Path, b_dir: Path) -> dict:

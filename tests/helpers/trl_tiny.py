@@ -47,9 +47,10 @@ def grpo_config(output_dir, **overrides):
     return GRPOConfig(**base)
 
 
-def train_two_steps(output_dir) -> tuple[list[str], object, list[str]]:
-    """GRPOTrainer, 2 steps of 4 prompts x 4 on the tiny model with a length-parity reward:
-    (the texts its reward function scored, the tokenizer, the prompts)."""
+def train_tiny(output_dir, steps: int = 2) -> tuple[list[str], object, list[str]]:
+    """GRPOTrainer, `steps` steps of 4 prompts x 4 (2 steps an epoch of the 8 prompts) on the
+    tiny model with a length-parity reward: (the texts its reward function scored, the
+    tokenizer, the prompts)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -63,7 +64,7 @@ def train_two_steps(output_dir) -> tuple[list[str], object, list[str]]:
     GRPOTrainer(
         model=model,
         reward_funcs=reward,
-        args=grpo_config(output_dir, max_steps=2),
+        args=grpo_config(output_dir, max_steps=steps),
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tok,
     ).train()

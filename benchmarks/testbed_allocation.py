@@ -5,7 +5,7 @@
 Reads the `metrics.jsonl` of every finished suite run left in the run directories
 (benchmarks/testbed.py keeps them and deletes only the models) and writes `benchmarks/results/testbed/allocation.json`
 and `.md`: per arm and epoch of the training set, means over seeds of the per-step figures the
-trainer logs:
+trainer logs (an arm found replaces its entry; arms not found keep theirs):
 
 - `alloc_min` / `alloc_max`: the fewest and most rollouts a prompt got in the step;
 - `alloc_by_level`: mean rollouts a prompt by the task's difficulty level;
@@ -90,6 +90,15 @@ def collect(runs_dir: Path, records: Path) -> dict[str, dict]:
     return {a: {"seeds": sorted(seeds[a]), "epochs": pool(rs)} for a, rs in arms.items()}
 
 
+def merge(path: Path, found: dict[str, dict]) -> dict[str, dict]:
+    """The arms already in `path` (run directories are deleted between sessions, the figures
+    stay) with those just `found` in their place; arms sorted by name. Epoch keys come back
+    from JSON as strings and stay so."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    fresh = json.loads(json.dumps(found))  # the same key types as the arms read back
+    return dict(sorted({**old, **fresh}.items()))
+
+
 def to_markdown(res: dict[str, dict]) -> str:
     lines = [
         "# Where the testbed's rollouts went, by epoch of the training set",
@@ -119,9 +128,13 @@ def main() -> None:
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench" / "testbed")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
-    res = collect(a.runs_dir, a.out / "runs")
-    if not res:
-        raise SystemExit(f"no suite runs with allocation metrics under {a.runs_dir}")
+    found = collect(a.runs_dir, a.out / "runs")
+    if not found:
+        raise SystemExit(
+            f"no suite runs with allocation metrics under {a.runs_dir} "
+            f"(a run counts when {a.out / 'runs'} holds its record ARM-sSEED.json)"
+        )
+    res = merge(a.out / "allocation.json", found)
     (a.out / "allocation.json").write_text(json.dumps(res, indent=1))
     text = to_markdown(res)
     (a.out / "allocation.md").write_text(text)

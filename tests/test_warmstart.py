@@ -173,6 +173,8 @@ def test_the_announced_minutes_grow_with_the_models_weights_and_the_sequences():
     default = ModelConfig(warm_start=ws)
     assert warm_start_minutes(default) == pytest.approx(7.2)  # 144,000 sequences / 20,000
     wide = ModelConfig(tiny=TinyModelConfig(hidden_size=256, intermediate_size=1024), warm_start=ws)
-    assert warm_start_minutes(wide) == pytest.approx(7.2 * (0.13 + 0.87 * 4))  # 4x the weights: 26 min
+    assert warm_start_minutes(wide) == pytest.approx(
+        7.2 * (0.13 + 0.87 * 4)
+    )  # 4x the weights: 26 min
     half = ModelConfig(warm_start=WarmStartConfig(steps=1500, batch_size=48))
     assert warm_start_minutes(half) == pytest.approx(3.6)

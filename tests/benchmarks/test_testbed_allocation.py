@@ -41,3 +41,14 @@ def test_epoch_means_then_means_over_finished_runs(tmp_path):
     assert e1["alloc_by_level"] == {"1": pytest.approx(6), "2": pytest.approx(10)}
     assert e0["runs"] == 2 and e0["steps"] == 2  # seed 0's steps in the epoch
     assert "| e3rl | 2 | 1 |" in A.to_markdown(res)
+
+
+def test_merge_keeps_arms_not_found_and_replaces_those_found(tmp_path):
+    path = tmp_path / "allocation.json"
+    path.write_text(json.dumps({"e3rl": {"seeds": [0], "epochs": {"0": {"mixed": 0.1}}},
+                                "value": {"seeds": [0], "epochs": {"0": {"mixed": 0.2}}}}))  # fmt: skip
+    found = {"value": {"seeds": [0, 1], "epochs": {0: {"mixed": 0.3}}}}
+    res = A.merge(path, found)
+    assert list(res) == ["e3rl", "value"] and res["e3rl"]["epochs"]["0"]["mixed"] == 0.1
+    assert res["value"] == {"seeds": [0, 1], "epochs": {"0": {"mixed": 0.3}}}
+    assert A.merge(tmp_path / "absent.json", found)["value"]["seeds"] == [0, 1]

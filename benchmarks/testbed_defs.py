@@ -101,6 +101,9 @@ ARMS: dict[str, list[str]] = {
     "entropy_bonus": ["algo.entropy_coef=0.01"],
     # the value allocator under the Beta prior fitted to the tracked prompts (empirical Bayes)
     "value_fit": [*VALUE, "budget.prior_fit=true"],
+    # and its posteriors forgetting between visits (0.99 a step: a visit 125 steps back weighs 0.28),
+    # against the drift that leaves value_fit's forecast optimistic on real runs
+    "value_fit_decay": [*VALUE, "budget.prior_fit=true", "budget.decay=0.99"],
     # issue 16's selection: twice the batch offered, the budget to expected mixed-group rollouts
     "selection": [
         *E3RL,

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import arms
 
-CHOSEN = "countdown-ws3000-const"  # the testbed of benchmarks/results/testbed/ (docs/benchmarks.md: why)
+# the testbed of benchmarks/results/testbed/ (docs/benchmarks.md: why this one)
+CHOSEN = "countdown-ws3000-const"
 PASS_K = (1, 2, 4, 8, 16, 32, 64)
 SPREAD_SAMPLES = 16  # samples per training prompt for the base's pass-rate spread
 

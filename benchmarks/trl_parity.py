@@ -253,20 +253,11 @@ def _patch_replay(trl_dir: Path, cfg) -> None:
     index = {}
     for i, ids in enumerate(train.token_ids):
         index.setdefault(tuple(ids), i)
-    per_epoch = len(train.token_ids) // cfg.data.batch_size
-
-    class ReplayBatches(T.Batches):
-        def next(self):  # Batches.next's epochs and positions, TRL's prompts
-            new_epoch = self.position >= per_epoch
-            if new_epoch:
-                self.epoch, self.position = self.epoch + 1, 0
-            k = self.epoch * per_epoch + self.position
-            self.position += 1
-            return [index[tuple(p)] for p in batches[k]["prompts"]], new_epoch
+    step_prompts = [[index[tuple(p)] for p in b["prompts"]] for b in batches]
 
     snaps = {int(f.stem.removeprefix("step")): f for f in (trl_dir / "params").glob("step*.pt")}
     trace = Path(cfg.trainer.output_dir) / "distance_to_trl.json"
-    T.Batches = ReplayBatches
+    T.Batches = batches_of(step_prompts, len(train.token_ids))
     T.make_engine = lambda cfg, model, tokenizer, generator, name=None: ReplayEngine(
         model, tokenizer, batches, snaps, trace
     )
@@ -296,22 +287,28 @@ def _patch_trl_order(cfg, seed: int, steps: int) -> None:
     from e3rl.data import load_source
 
     num_prompts = len(load_source(cfg.data.train, cfg.task))  # TRL's dataset: all of them
-    order = trl_prompt_order(num_prompts, steps, seed)
+    T.Batches = batches_of(trl_prompt_order(num_prompts, steps, seed), num_prompts)
 
-    class TRLOrderBatches(T.Batches):
+
+def batches_of(step_prompts: list[list[int]], num_prompts: int):
+    """e3rl's `Batches` (its epochs and positions) handing out `step_prompts[k]` at step k: the
+    prompts another trainer took, for the arms that train e3rl on them."""
+    import e3rl.train.run as T
+
+    class Given(T.Batches):
         def next(self):
             if self.num_prompts != num_prompts:
                 raise RuntimeError(
-                    f"e3rl trains on {self.num_prompts} prompts, TRL on {num_prompts}"
+                    f"e3rl trains on {self.num_prompts} prompts, the given order on {num_prompts}"
                 )
             new_epoch = self.position >= self.per_epoch
             if new_epoch:
                 self.epoch, self.position = self.epoch + 1, 0
             k = self.epoch * self.per_epoch + self.position
             self.position += 1
-            return order[k], new_epoch
+            return step_prompts[k], new_epoch
 
-    T.Batches = TRLOrderBatches
+    return Given
 
 
 def param_distance(a_dir: Path, b_dir: Path) -> dict:

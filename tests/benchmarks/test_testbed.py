@@ -384,6 +384,7 @@ def test_a_base_that_behaves_otherwise_is_refused_and_the_same_is_accepted(tmp_p
         T.check_same_base(old, _greedy(["ok", "no", "no"]), tmp_path / "base.json")
 
 
+@pytest.mark.slow  # 80-160 s: builds the base and runs the suite (docs/benchmarks.md "Commands")
 def test_quick_mode_end_to_end_two_steps(tmp_path):
     out = tmp_path / "out"
     # the chosen testbed (validated on pass@1) with a base small enough to build in seconds

@@ -131,3 +131,31 @@ def test_log_samples_prints_that_many_responses_per_validation(tmp_path, n, monk
     )
     train(cfg, quiet=True)
     assert printed == [1] * n + [2] * n
+
+
+def test_log_groups_records_each_prompts_rollouts_and_successes(tmp_path):
+    """`groups` agrees with the step's own figures, which the controller computes from the raw
+    rewards by another path: rollouts, accuracy, the mixed share and the allocation histogram."""
+    overrides = [*EASY_TASK, "trainer.total_steps=4", "budget.allocator=value", "budget.n_min=0"]
+    cfg = load_config(
+        None, [*overrides, "trainer.log_groups=true", f"trainer.output_dir={tmp_path}"]
+    )
+    train(cfg, quiet=True)
+    for r in _rows(tmp_path):
+        groups = r["groups"]
+        assert len(groups) == 8 and len({g[0] for g in groups}) == 8
+        n = sum(g[1] for g in groups)
+        assert n == r["rollouts"] == 64
+        assert sum(g[2] for g in groups) / n == pytest.approx(r["accuracy"])
+        mixed = sum(g[1] for g in groups if 0 < g[2] < g[1])
+        assert mixed / n == pytest.approx(r["frac_rollouts_mixed"])
+        hist = {}
+        for g in groups:
+            hist[str(g[1])] = hist.get(str(g[1]), 0) + 1
+        assert hist == {k: v for k, v in r["alloc_hist"].items() if v}
+
+
+def test_groups_are_not_logged_by_default(tmp_path):
+    cfg = load_config(None, [*EASY_TASK, "trainer.total_steps=1", f"trainer.output_dir={tmp_path}"])
+    train(cfg, quiet=True)
+    assert "groups" not in _rows(tmp_path)[0]

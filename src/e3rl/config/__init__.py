@@ -371,6 +371,8 @@ class TrainerConfig:
     """Also write TensorBoard event files (needs the tensorboard extra)."""
     log_samples: int = 1
     """Print this many sampled responses at each validation."""
+    log_groups: bool = False
+    """Also write each step's groups to metrics.jsonl (`groups`: [prompt id, rollouts, successes] per prompt)."""
     max_bad_steps: int = 3
     """Stop the run after this many steps in a row whose update was skipped (non-finite loss or gradient)."""
 

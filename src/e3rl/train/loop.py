@@ -143,7 +143,7 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     # ---- 3. rewards; the control learns from the raw ones and from the entropy (the next
     # step's temperature), the shaped ones feed the advantages
     t0 = time.perf_counter()
-    shaped, method = _score(run, step, plan, prompts, r)
+    shaped, method, raw = _score(run, step, plan, prompts, r)
     timer["time_reward"] = time.perf_counter() - t0
 
     # ---- 4. policy update at the sampling temperature (skipped if not finite)
@@ -154,6 +154,8 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     # ---- 5. metrics, validation, checkpoint
     state.advance(step, len(r), r.num_tokens)
     row = _row(run, step, r, plan.counts, prompts, method, upd, timer)
+    if cfg.trainer.log_groups:
+        row["groups"] = _groups(plan, r.prompt_index.tolist(), raw, run.state.control)
     if run.reward.samples:
         run.log.info(f"step {step}: reward failures, e.g. {run.reward.samples[0]}")
     _maybe_validate(run, step, row)
@@ -180,8 +182,8 @@ def _plan(run: Run) -> tuple[list[int], list, Any]:
     return idx, prompts, plan
 
 
-def _score(run: Run, step: int, plan, prompts, r) -> tuple[list[float], dict[str, Any]]:
-    """(shaped rewards, the control's metrics) of the step's rollouts."""
+def _score(run: Run, step: int, plan, prompts, r) -> tuple[list[float], dict[str, Any], list]:
+    """(shaped rewards, the control's metrics, raw rewards) of the step's rollouts."""
     reward, control = run.reward, run.state.control
     reward.reset_counts()
     owner = r.prompt_index.tolist()
@@ -195,7 +197,18 @@ def _score(run: Run, step: int, plan, prompts, r) -> tuple[list[float], dict[str
     )
     for notice in control.notices():
         run.log.info(notice)
-    return shaped, method
+    return shaped, method, raw
+
+
+def _groups(plan, owner: list[int], raw: list[float], control) -> list[list]:
+    """[prompt id, rollouts, successes] of every planned prompt (0 rollouts when skipped), with
+    success as the tracker counts it: the record an allocator's forecast can be replayed on."""
+    rolled = [0] * len(plan.prompt_ids)
+    won = [0] * len(plan.prompt_ids)
+    for i, x in zip(owner, raw, strict=True):
+        rolled[i] += 1
+        won[i] += int(x >= control.success_threshold)
+    return [[pid, n, w] for pid, n, w in zip(plan.prompt_ids, rolled, won, strict=True)]
 
 
 def _update(run: Run, step: int, r, shaped: list[float], temperature: float) -> dict[str, float]:

@@ -21,6 +21,7 @@ RESUME_SAFE_KEYS = (
     "trainer.keep_checkpoints",
     "trainer.eval_every",
     "trainer.log_samples",
+    "trainer.log_groups",
     "trainer.tensorboard",
     "trainer.output_dir",
     "trainer.max_bad_steps",

@@ -1,0 +1,133 @@
+"""What a prompt's pass rate will be at its next visit, learned from how earlier prompts moved.
+
+The allocators plan on a Beta posterior of each prompt's pass rate built from its past groups.
+On a real run the policy learns between a prompt's visits (an epoch apart), so that posterior
+describes the prompt as it was: prompts forecast mixed have often become all-correct since, and
+the forecast share of mixed groups runs 0.1-0.2 above what the step then gets (docs/benchmarks.md,
+"Forecasts replayed on logged groups"). :class:`TransitionForecast` does not extrapolate a model of
+learning; it asks the run itself: prompts whose last visit looked like this one's -- what do they
+look like now? Each revisit is filed under the bin of its previous visit's smoothed rate, and a
+prompt's forecast is the Beta prior fitted (:func:`fit_beta_prior`) to the outcomes of the latest
+revisits in its bin.
+
+Everything is numpy + stdlib and deterministic given its inputs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from e3rl.control.allocation import FIT_MIN_PROMPTS, fit_beta_prior
+
+__all__ = ["TransitionForecast", "beta_of_outcomes", "p_mixed"]
+
+
+def p_mixed(a: Any, b: Any, n: Any) -> np.ndarray:
+    """``P(a group of n is mixed) = 1 - E[p^n] - E[(1-p)^n]`` for ``p ~ Beta(a, b)``, per prompt."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = np.asarray(n, dtype=np.int64)
+    out = np.zeros(len(a))
+    for c in np.unique(n[n >= 2]):  # groups of 0 or 1 are never mixed
+        k = n == c
+        j = np.arange(int(c))
+        out[k] = (
+            1.0
+            - np.prod((a[k, None] + j) / (a[k, None] + b[k, None] + j), axis=1)
+            - np.prod((b[k, None] + j) / (a[k, None] + b[k, None] + j), axis=1)
+        )
+    return np.clip(out, 0.0, 1.0)
+
+
+def beta_of_outcomes(outcomes: Sequence[tuple[int, int]]) -> tuple[float, float] | None:
+    """The Beta fitted to (successes, rollouts) outcomes; ``None`` below ``FIT_MIN_PROMPTS`` groups
+    of 2 or more. Where every rollout was right (or every one wrong), the moment fit has no spread
+    to use; then a weak Beta (strength 2) at the smoothed rate ``(S + 1/2) / (N + 1)``, which
+    forecasts such a bin as almost never mixed instead of falling back to a flat prior."""
+    s = np.array([o[0] for o in outcomes], dtype=float)
+    n = np.array([o[1] for o in outcomes], dtype=float)
+    if np.count_nonzero(n >= 2) < FIT_MIN_PROMPTS:
+        return None
+    if s.sum() in (0.0, n.sum()):
+        m = (s.sum() + 0.5) / (n.sum() + 1.0)
+        return 2.0 * m, 2.0 * (1.0 - m)
+    return fit_beta_prior(s, n - s)
+
+
+class TransitionForecast:
+    """Forecast Beta(a, b) of each prompt's pass rate from the transitions of earlier prompts.
+
+    ``observe`` files each rolled group: a prompt seen before adds its outcome, labelled with the
+    bin its previous visit fell in (the previous smoothed rate ``(s + 1) / (n + 2)`` cut into
+    ``bins`` equal bins), to the revisit window, a prompt seen for the first time to the
+    first-visit window; each window keeps its latest ``window`` groups (about an epoch's, so that
+    the transitions are recent ones). ``forecast`` gives a seen prompt the Beta fitted to the
+    window's revisits in its bin, an unseen one the first visits', and ``fallback`` while those
+    are too few.
+    """
+
+    def __init__(self, bins: int = 8, window: int = 2000) -> None:
+        if bins < 1 or window < FIT_MIN_PROMPTS:
+            raise ValueError(
+                f"need bins >= 1 and window >= {FIT_MIN_PROMPTS}, got {bins}, {window}"
+            )
+        self.bins, self.window = int(bins), int(window)
+        self.last: dict[str, tuple[int, int]] = {}  # prompt id -> (successes, rollouts) last rolled
+        self.revisits: deque = deque(maxlen=self.window)  # (bin of the previous visit, s, n)
+        self.first_visits: deque = deque(maxlen=self.window)
+        self._fits: dict[int, tuple[float, float] | None] = {}
+
+    def bin_of(self, successes: int, rollouts: int) -> int:
+        return min(int((successes + 1) / (rollouts + 2) * self.bins), self.bins - 1)
+
+    def observe(
+        self, prompt_ids: Sequence[str], rollouts: Sequence[int], successes: Sequence[int]
+    ) -> None:
+        """One step's groups; prompts given 0 rollouts keep their last visit."""
+        for pid, n, s in zip(prompt_ids, rollouts, successes, strict=True):
+            n, s = int(n), int(s)
+            if n == 0:
+                continue
+            if pid in self.last:
+                self.revisits.append((self.bin_of(*self.last[pid]), s, n))
+            else:
+                self.first_visits.append((s, n))
+            self.last[pid] = (s, n)
+        self._fits = {}
+
+    def _fit(self, k: int) -> tuple[float, float] | None:
+        if k not in self._fits:
+            if k < 0:
+                window = list(self.first_visits)
+            else:
+                window = [(s, n) for j, s, n in self.revisits if j == k]
+            self._fits[k] = beta_of_outcomes(window)
+        return self._fits[k]
+
+    def forecast(self, prompt_ids: Sequence[str], fallback: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Beta (a, b) per prompt; ``fallback(prompt_id, last)`` -> (a, b) where the window is thin
+        (``last`` is the prompt's last (successes, rollouts), or None if unseen)."""
+        a, b = np.empty(len(prompt_ids)), np.empty(len(prompt_ids))
+        for i, pid in enumerate(prompt_ids):
+            last = self.last.get(pid)
+            fit = self._fit(-1 if last is None else self.bin_of(*last))
+            a[i], b[i] = fit if fit is not None else fallback(pid, last)
+        return a, b
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "bins": self.bins,
+            "window": self.window,
+            "last": {k: list(v) for k, v in self.last.items()},
+            "revisits": [list(o) for o in self.revisits],
+            "first_visits": [list(o) for o in self.first_visits],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__init__(int(state["bins"]), int(state["window"]))
+        self.last = {k: (int(v[0]), int(v[1])) for k, v in state["last"].items()}
+        self.revisits.extend((int(k), int(s), int(n)) for k, s, n in state["revisits"])
+        self.first_visits.extend((int(s), int(n)) for s, n in state["first_visits"])

@@ -55,24 +55,11 @@ class VisitCounts:
                 self.counts[p] = (self.keep * old[0] + w, self.keep * old[1] + c - w)
 
 
-class Transition:
-    """:class:`TransitionForecast`, with ``fit-last`` where a window is thin."""
-
-    def __init__(self) -> None:
-        self.tf, self.last = TransitionForecast(), VisitCounts(0.0, fit=True)
+class Transition(TransitionForecast):
+    """:class:`TransitionForecast` as a replay candidate (its own fallback: `fit-last`)."""
 
     def forecast(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        a0, b0 = self.last.prior()
-
-        def fallback(pid: str, last: tuple[int, int] | None) -> tuple[float, float]:
-            s, n = last or (0, 0)
-            return a0 + s, b0 + n - s
-
-        return self.tf.forecast(ids, fallback)
-
-    def observe(self, ids: list[str], n: list[int], s: list[int]) -> None:
-        self.tf.observe(ids, n, s)
-        self.last.observe(ids, n, s)
+        return super().forecast(ids)
 
 
 CANDIDATES: dict[str, Callable[[], object]] = {

@@ -49,22 +49,26 @@ def test_a_seen_prompt_gets_its_bins_fit_and_thin_windows_fall_back():
     tf = TransitionForecast(bins=4)
     rng = np.random.default_rng(0)
     ids = [f"p{i}" for i in range(40)]
-    tf.observe(ids, [8] * 40, [0] * 20 + [8] * 20)  # first visits: half solved, half failed
-    fallback = lambda pid, last: (7.0, 7.0)  # noqa: E731
-    a, b = tf.forecast(["p0", "new"], fallback)
-    assert (a[0], b[0]) == (7.0, 7.0)  # p0's bin has no revisits yet
-    assert (a[1], b[1]) == pytest.approx(fit_beta_prior([0] * 20 + [8] * 20, [8] * 20 + [0] * 20))
+    first = [0] * 20 + [8] * 20  # first visits: half failed, half solved
+    tf.observe(ids, [8] * 40, first)
+    fitted = fit_beta_prior(first, [8 - s for s in first])
+    a, b = tf.forecast(["p0", "new"])
+    # p0's bin has no revisits yet: its last visit under the prior fitted to all last visits
+    assert (a[0], b[0]) == pytest.approx((fitted[0], fitted[1] + 8))
+    assert (a[1], b[1]) == pytest.approx(fitted)  # unseen: the first visits' fit
     # revisits of the failed half: they have moved to about 0.4
-    later = _outcomes(rng, 0.4, 20)
-    tf.observe(ids[:20], [8] * 20, [s for s, _ in later])
-    # p20 (solved, bin 3) still has no revisits in its bin; p0's new last visit is in another bin
-    # now, but the bin of its *first* visit (bin 0) holds the 20 revisits
-    assert tf.forecast(["p20"], fallback)[0][0] == 7.0
-    tf.last["q"] = (0, 8)  # a prompt whose last visit is in bin 0
-    a, b = tf.forecast(["q"], fallback)
-    assert (a[0], b[0]) == pytest.approx(
-        fit_beta_prior(*zip(*[(s, 8 - s) for s, _ in later], strict=True))
-    )
+    later = [s for s, _ in _outcomes(rng, 0.4, 20)]
+    tf.observe(ids[:20], [8] * 20, later)
+    tf.last["q"] = (0, 8)  # a prompt whose last visit is in bin 0, where the 20 revisits are
+    a, b = tf.forecast(["q"])
+    assert (a[0], b[0]) == pytest.approx(fit_beta_prior(later, [8 - s for s in later]))
+
+
+def test_the_fallback_prior_is_the_given_one_until_enough_prompts_are_known():
+    tf = TransitionForecast()
+    tf.observe(["a"], [8], [3])
+    a, b = tf.forecast(["a"], prior=(2.0, 5.0))
+    assert (a[0], b[0]) == (5.0, 10.0)
 
 
 def test_a_bin_that_never_succeeds_forecasts_almost_never_mixed():

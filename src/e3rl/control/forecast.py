@@ -65,8 +65,9 @@ class TransitionForecast:
     ``bins`` equal bins), to the revisit window, a prompt seen for the first time to the
     first-visit window; each window keeps its latest ``window`` groups (about an epoch's, so that
     the transitions are recent ones). ``forecast`` gives a seen prompt the Beta fitted to the
-    window's revisits in its bin, an unseen one the first visits', and ``fallback`` while those
-    are too few.
+    window's revisits in its bin, an unseen one the first visits'; while those are too few, the
+    prompt's last visit under the prior fitted to every prompt's last visit (``prior`` until that
+    fit has enough prompts).
     """
 
     def __init__(self, bins: int = 8, window: int = 2000) -> None:
@@ -78,7 +79,7 @@ class TransitionForecast:
         self.last: dict[str, tuple[int, int]] = {}  # prompt id -> (successes, rollouts) last rolled
         self.revisits: deque = deque(maxlen=self.window)  # (bin of the previous visit, s, n)
         self.first_visits: deque = deque(maxlen=self.window)
-        self._fits: dict[int, tuple[float, float] | None] = {}
+        self._fits: dict[Any, tuple[float, float] | None] = {}  # cached until the next observe
 
     def bin_of(self, successes: int, rollouts: int) -> int:
         return min(int((successes + 1) / (rollouts + 2) * self.bins), self.bins - 1)
@@ -107,14 +108,26 @@ class TransitionForecast:
             self._fits[k] = beta_of_outcomes(window)
         return self._fits[k]
 
-    def forecast(self, prompt_ids: Sequence[str], fallback: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Beta (a, b) per prompt; ``fallback(prompt_id, last)`` -> (a, b) where the window is thin
-        (``last`` is the prompt's last (successes, rollouts), or None if unseen)."""
+    def last_visit_prior(self, prior: Sequence[float] = (1.0, 1.0)) -> tuple[float, float]:
+        """The Beta fitted to every prompt's last visit (``prior`` while too few are known)."""
+        if "last" not in self._fits:
+            sn = np.array(list(self.last.values()), dtype=float).reshape(-1, 2)
+            self._fits["last"] = fit_beta_prior(sn[:, 0], sn[:, 1] - sn[:, 0], fallback=prior)
+        return self._fits["last"]
+
+    def forecast(
+        self, prompt_ids: Sequence[str], prior: Sequence[float] = (1.0, 1.0)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Beta (a, b) of each prompt's pass rate at this visit."""
         a, b = np.empty(len(prompt_ids)), np.empty(len(prompt_ids))
         for i, pid in enumerate(prompt_ids):
             last = self.last.get(pid)
             fit = self._fit(-1 if last is None else self.bin_of(*last))
-            a[i], b[i] = fit if fit is not None else fallback(pid, last)
+            if fit is None:
+                a0, b0 = self.last_visit_prior(prior)
+                s, n = last or (0, 0)
+                fit = (a0 + s, b0 + n - s)
+            a[i], b[i] = fit
         return a, b
 
     def state_dict(self) -> dict[str, Any]:

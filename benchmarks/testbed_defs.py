@@ -105,6 +105,9 @@ ARMS: dict[str, list[str]] = {
     # and its posteriors forgetting between visits (0.99 a step: a visit 125 steps back weighs 0.28),
     # against the drift that leaves value_fit's forecast optimistic on real runs
     "value_fit_decay": [*VALUE, "budget.prior_fit=true", "budget.decay=0.99"],
+    # and planning on the transition forecast (what prompts that looked like this one a visit ago
+    # look like now) instead of the stale posterior
+    "value_transition": [*VALUE, "budget.prior_fit=true", "budget.forecast=transition"],
     # issue 16's selection: twice the batch offered, the budget to expected mixed-group rollouts
     "selection": [
         *E3RL,

@@ -33,6 +33,7 @@ from e3rl.control.allocators import (
     current_prior,
     make_allocator,
 )
+from e3rl.control.forecast import TransitionForecast
 from e3rl.control.selection import mixed_shares
 from e3rl.control.tracker import DifficultyTracker
 
@@ -568,31 +569,41 @@ def test_value_allocator_plans_under_the_fitted_prior():
     assert got != ValueAllocator(0, 16, (1.0, 1.0), 0.0).allocate(batch, 128, tracker, 1, 1, rng)
 
 
-def _calibration(prior_fit: bool, seed: int = 0) -> tuple[float, float]:
-    """A static U-shaped population, 16 prompts x 8 a step, 8 visits a prompt: the measured share
-    of rollouts in mixed groups and the share the allocator's posteriors expected."""
+def _calibration(
+    prior_fit: bool, seed: int = 0, drift: float = 0.0, forecast: str = "posterior", skip: int = 0
+) -> tuple[float, float]:
+    """A U-shaped population, 16 prompts x 8 a step, 8 visits a prompt: the measured share of
+    rollouts in mixed groups and the share the allocator's beliefs expected, over the epochs after
+    the first `skip`. With `drift`, every prompt's logit rises by that much each epoch (a policy
+    that learns between visits)."""
     rng = np.random.default_rng(seed)
-    p = rng.beta(0.3, 0.3, 320)
-    ids = [f"p{i}" for i in range(len(p))]
+    p0 = rng.beta(0.3, 0.3, 320)
+    with np.errstate(divide="ignore"):
+        z0 = np.log(p0) - np.log1p(-p0)
+    ids = [f"p{i}" for i in range(len(p0))]
     tracker, alloc = (
-        DifficultyTracker(),
+        DifficultyTracker(forecast=forecast),
         ValueAllocator(0, 16, (1.0, 1.0), 0.0, prior_fit=prior_fit),
     )
     tracker.register(ids)
     measured = expected = 0.0
     for step in range(160):
-        idx = np.random.default_rng([seed, step // 20]).permutation(len(p))[(step % 20) * 16 :][:16]
+        epoch = step // 20
+        p = p0 if drift == 0 else 1 / (1 + np.exp(-np.clip(z0 + drift * epoch, -30, 30)))
+        idx = np.random.default_rng([seed, epoch]).permutation(len(p))[(step % 20) * 16 :][:16]
         batch = [ids[i] for i in idx]
         counts = np.array(alloc.allocate(batch, 128, tracker, 0, step, rng))
-        s, f = tracker.successes_failures(batch)
-        expected += mixed_shares(s, f, counts, 8, alloc.prior_for(tracker))[0] * 128
+        a, b = tracker.beliefs(batch, alloc.prior_for(tracker))
         wins = rng.binomial(counts, p[idx])
-        measured += float(counts[(wins > 0) & (wins < counts)].sum())
+        if epoch >= skip:
+            expected += mixed_shares(a, b, counts, 8)[0] * 128
+            measured += float(counts[(wins > 0) & (wins < counts)].sum())
         tracker.update(
             [b for b, c in zip(batch, counts, strict=True) for _ in range(c)],
             [float(j < w) for w, c in zip(wins, counts, strict=True) for j in range(c)],
         )
-    return measured / (160 * 128), expected / (160 * 128)
+    steps = 160 - 20 * skip
+    return measured / (steps * 128), expected / (steps * 128)
 
 
 def test_fitted_prior_calibrates_the_value_allocator_on_a_u_shaped_population():
@@ -603,3 +614,42 @@ def test_fitted_prior_calibrates_the_value_allocator_on_a_u_shaped_population():
     assert flat_expected - flat_measured > 0.08
     assert abs(fit_expected - fit_measured) < 0.03
     assert fit_measured > flat_measured + 0.03
+
+
+def test_under_drift_the_transition_forecast_stays_calibrated_and_the_posterior_does_not():
+    """A policy that learns between visits (every logit +0.7 an epoch): the fitted posterior
+    expects prompts as they were and over-forecasts mixed groups; the transition forecast, fed by
+    the same run's revisits, expects nearly what it gets (epochs 2-7: after one epoch of
+    transitions), and so puts more rollouts in mixed groups. Not exactly: with 320 prompts a bin
+    holds about 40 revisits, and the allocator favours the bins whose fits came out high (the
+    forecast runs 0.02-0.05 above the measured share on seeds 0-2, with or without drift)."""
+    post_measured, post_expected = _calibration(True, drift=0.7, skip=2)
+    tr_measured, tr_expected = _calibration(True, drift=0.7, forecast="transition", skip=2)
+    assert post_expected - post_measured > 0.15
+    assert abs(tr_expected - tr_measured) < 0.05
+    assert tr_measured > post_measured + 0.02
+
+
+def test_transition_beliefs_are_the_forecast_of_the_tracked_groups_and_survive_a_resume():
+    tracker = DifficultyTracker(forecast="transition")
+    ids = [f"p{i}" for i in range(40)]
+    tracker.register(ids)
+    tf = TransitionForecast(window=40)
+    rng = np.random.default_rng(1)
+    for visit in range(3):
+        wins = rng.binomial(4, 0.2 + 0.3 * visit, size=40)
+        tracker.update(
+            [pid for pid in ids for _ in range(4)],
+            [float(j < w) for w in wins for j in range(4)],
+        )
+        tf.observe(ids, [4] * 40, wins.tolist())
+    a, b = tracker.beliefs(ids[:5], (1.0, 1.0))
+    want = tf.forecast(ids[:5], (1.0, 1.0))
+    assert a.tolist() == pytest.approx(want[0].tolist()) and b.tolist() == pytest.approx(
+        want[1].tolist()
+    )
+    again = DifficultyTracker(forecast="transition")
+    again.load_state_dict(json.loads(json.dumps(tracker.state_dict())))
+    assert [x.tolist() for x in again.beliefs(ids[:5], (1.0, 1.0))] == [a.tolist(), b.tolist()]
+    with pytest.raises(ValueError, match="no transitions"):
+        DifficultyTracker(forecast="transition").load_state_dict(DifficultyTracker().state_dict())

@@ -256,7 +256,7 @@ def test_prior_fit_reaches_the_allocator_and_the_forecast():
     assert prior[0] < 1 and prior[1] < 1  # the population is U-shaped
     plan = fit.plan(ids[:16])
     s, f = fit.tracker.successes_failures(ids[:16])
-    want, _ = mixed_shares(s, f, plan.counts, 8, prior)
+    want, _ = mixed_shares(prior[0] + s, prior[1] + f, plan.counts, 8)
     _, m = fit.observe(*_rollouts(plan, p_right, world), [1] * 128, 1.0)
     assert m["exp_frac_rollouts_mixed"] == pytest.approx(want)
     assert plan.counts != flat.plan(ids[:16]).counts

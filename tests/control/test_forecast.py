@@ -92,3 +92,13 @@ def test_skipped_prompts_keep_their_last_visit_and_state_round_trips():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="window"):
         TransitionForecast(window=3)
+
+
+def test_the_window_can_shrink_and_grow_keeping_the_latest_groups():
+    tf = TransitionForecast(window=FIT_MIN_PROMPTS)
+    tf.observe([f"p{i}" for i in range(20)], [2] * 20, list(range(2)) * 10)
+    assert len(tf.first_visits) == FIT_MIN_PROMPTS
+    assert list(tf.first_visits)[-1] == (1, 2)
+    tf.set_window(100)
+    tf.observe(["x", "y"], [4, 4], [1, 2])
+    assert len(tf.first_visits) == FIT_MIN_PROMPTS + 2 and tf.window == 100

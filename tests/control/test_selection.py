@@ -111,7 +111,7 @@ def test_selection_invariants(allocator, batch, n, extra, max_deferrals, recheck
 def _brute_value(s, f, budget, n_min, n_max, forced, prior=(1.0, 1.0), objective="mixed"):
     """Best summed group value over every count vector (0 or [n_min, n_max]; forced ones at
     least max(n_min, 2)), by enumeration."""
-    v = group_values(s, f, n_max, prior, objective)
+    v = group_values(prior[0] + np.asarray(s), prior[1] + np.asarray(f), n_max, objective)
     best = -math.inf
     choices = [
         [c for c in range(n_max + 1) if (c >= max(n_min, 2) if m else c == 0 or c >= n_min)]
@@ -154,7 +154,7 @@ def test_value_choice_is_the_brute_force_optimum(data, k, n_min, objective):
     assert sum(counts) == budget
     assert all(c >= max(n_min, 2) for c, m in zip(counts, forced, strict=True) if m)
     assert all(c == 0 or n_min <= c <= n_max for c in counts)
-    v = group_values(s, f, n_max, (1.0, 1.0), objective)
+    v = group_values(1.0 + np.asarray(s), 1.0 + np.asarray(f), n_max, objective)
     got = sum(v[i, c] for i, c in enumerate(counts))
     assert got == pytest.approx(
         _brute_value(s, f, budget, n_min, n_max, forced, objective=objective)
@@ -170,7 +170,7 @@ def test_uniform_choice_takes_forced_then_the_highest_expected_mixed():
     tracker.update(["p1"] * 4 + ["p2"] * 8 + ["p4"] * 8, [1, 1, 0, 0] + [1.0] * 8 + [0.0] * 8)
     forced = np.array([False, False, False, True, False])
     counts = choose_counts(UniformAllocator(n=4), ids, 12, forced, tracker, 0, 1, (1, 1), "mixed")
-    v = group_values(*tracker.successes_failures(ids), 4, (1, 1))[:, 4]
+    v = group_values(*tracker.beliefs(ids, (1, 1)), 4)[:, 4]
     assert v[1] > v[0] > v[2] and v[0] > v[4]
     assert counts == [4, 4, 0, 4, 0]
 
@@ -192,13 +192,13 @@ def test_rank_choice_is_the_paper_rule_on_the_chosen():
 
 def test_mixed_shares_by_hand():
     # Beta(1, 1): P(mixed | c) = 1 - 2 / (c + 1): 0 at c=1, 1/3 at 2, 1/2 at 3.
-    chosen, uniform = mixed_shares([0, 0], [0, 0], [3, 1], 2, (1.0, 1.0))
+    chosen, uniform = mixed_shares([1, 1], [1, 1], [3, 1], 2)
     assert chosen == pytest.approx((3 * 0.5 + 1 * 0.0) / 4)
     assert uniform == pytest.approx(1 / 3)
     # A solved prompt (Beta(1, 11)) against an unseen one, n = 2: E[p^2] = 1*2/(12*13) etc.
     a, b = 1.0, 11.0
     p_mixed = 1 - a * (a + 1) / ((a + b) * (a + b + 1)) - b * (b + 1) / ((a + b) * (a + b + 1))
-    _, uniform = mixed_shares([0, 0], [10, 0], [2, 2], 2, (1.0, 1.0))
+    _, uniform = mixed_shares([1, 1], [11, 1], [2, 2], 2)
     assert uniform == pytest.approx((p_mixed + 1 / 3) / 2)
 
 
@@ -277,7 +277,7 @@ def test_summary_counts_and_shares():
     summary = ctl.summary()
     assert summary["frac_rollouts_mixed"] == 1.0
     assert summary["prompts_rolled"] == rolled and summary["prompts_skipped"] == 8 - rolled
-    chosen, uniform = mixed_shares([0] * 8, [0] * 8, plan.counts, 4, (1.0, 1.0))
+    chosen, uniform = mixed_shares([1] * 8, [1] * 8, plan.counts, 4)
     assert summary["exp_frac_rollouts_mixed"] == pytest.approx(chosen)
     assert summary["exp_frac_rollouts_mixed_uniform"] == pytest.approx(uniform)
 

@@ -4,7 +4,8 @@ For each case a run is SIGKILLed at a checkpoint (just renamed into place) or mi
 a metrics line written, after the newest checkpoint), resumed, and compared with an
 uninterrupted run of the same config: the same metrics rows and the same final weights, bit for
 bit. The axes: learning-rate schedule (constant, cosine, linear) with the checkpoint inside the
-warm-up or after it, LoRA, bf16 autocast, entropy temperature control, each allocator. (There is
+warm-up or after it, LoRA, bf16 autocast, entropy temperature control, each allocator, the
+transition forecast. (There is
 no prompt-selection setting yet.) A cosine run checkpointed after its warm-up, the demo's path
 that once failed to resume, runs by default (tests/train/test_resume.py covers the allocator and the
 controller by default too); the rest are slow.
@@ -70,6 +71,15 @@ CASES = {
     ),
     "value-allocator": (
         ["budget.allocator=value", "budget.n_min=0", "budget.n_max=8"],
+        AFTER_WARMUP,
+    ),
+    "transition-forecast": (  # the tracker's transition windows are in the checkpoint too
+        [
+            "budget.allocator=value",
+            "budget.n_min=0",
+            "budget.n_max=8",
+            "budget.forecast=transition",
+        ],
         AFTER_WARMUP,
     ),
 }

@@ -50,6 +50,8 @@ class BudgetConfig:
     """value: Beta prior (alpha, beta) over each prompt's success probability."""
     prior_fit: bool = False
     """value: fit the Beta prior to the tracked prompts' pass rates each step (empirical Bayes); budget.prior until 16 prompts have 2+ rollouts."""
+    forecast: Literal["posterior", "transition"] = "posterior"
+    """value: plan on each prompt's Beta posterior, or on the transition forecast of its pass rate at this visit (learned from earlier prompts' moves between visits)."""
     recheck_prob: float = 0.05
     """value: chance that a prompt allocated 0 still gets a small group so its estimate stays fresh."""
     value_objective: Literal["mixed", "knapsack", "mixed_rollouts"] = "mixed"

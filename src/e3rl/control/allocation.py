@@ -357,6 +357,24 @@ def value_allocation(
     prompt is taken from ``rng`` whenever ``recheck_prob > 0``, so the stream is reproducible.
     """
     a, b = _posterior(successes, failures, prior)
+    return value_allocation_beta(a, b, budget, n_min, n_max, recheck_prob, rng, objective)
+
+
+def value_allocation_beta(
+    a: Any,
+    b: Any,
+    budget: int,
+    n_min: int,
+    n_max: int,
+    recheck_prob: float = 0.0,
+    rng: np.random.Generator | None = None,
+    objective: str = "mixed",
+) -> list[int]:
+    """:func:`value_allocation` with each prompt's belief given directly as ``p ~ Beta(a, b)``
+    (e.g. a :class:`~e3rl.control.forecast.TransitionForecast`) instead of prior + counts."""
+    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
+    if a.shape != b.shape or not (np.all(a > 0) and np.all(b > 0) and np.all(np.isfinite(a + b))):
+        raise ValueError("Beta parameters a and b must be finite, > 0 and of one length")
     budget, n_min, n_max = check_bounds(len(a), budget, n_min, n_max)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")

@@ -17,7 +17,7 @@ from e3rl.control.allocation import (
     check_bounds,
     fit_beta_prior,
     rank_allocation,
-    value_allocation,
+    value_allocation_beta,
 )
 from e3rl.control.tracker import DifficultyTracker
 
@@ -133,9 +133,10 @@ class RankAllocator:
 
 @dataclass(frozen=True)
 class ValueAllocator:
-    """:func:`value_allocation` on the tracker's live (decayed) counts, whatever its rank mode;
-    ``prior_fit``: under the Beta prior fitted to all tracked prompts (:func:`fit_beta_prior`,
-    ``prior`` until enough are seen) instead of ``prior``."""
+    """:func:`value_allocation` on the tracker's beliefs (:meth:`DifficultyTracker.beliefs`: by
+    default its live (decayed) counts, whatever its rank mode); ``prior_fit``: under the Beta prior
+    fitted to all tracked prompts (:func:`fit_beta_prior`, ``prior`` until enough are seen)
+    instead of ``prior``."""
 
     n_min: int = 0
     n_max: int = 16
@@ -154,17 +155,9 @@ class ValueAllocator:
 
     def allocate(self, prompt_ids, budget, tracker, epoch, step, rng) -> list[int]:
         tracker.register(prompt_ids)
-        s, f = tracker.successes_failures(prompt_ids)
-        return value_allocation(
-            s,
-            f,
-            budget,
-            self.n_min,
-            self.n_max,
-            self.prior_for(tracker),
-            self.recheck_prob,
-            rng,
-            self.objective,
+        a, b = tracker.beliefs(prompt_ids, self.prior_for(tracker))
+        return value_allocation_beta(
+            a, b, budget, self.n_min, self.n_max, self.recheck_prob, rng, self.objective
         )
 
 

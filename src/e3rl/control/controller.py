@@ -136,7 +136,9 @@ class E3Control:
     ) -> E3Control:
         """The control e3rl's config sections describe; ``temperature=None``: no controller.
         Check the settings that span sections first (:func:`e3rl.config.check_method`)."""
-        tracker = DifficultyTracker(budget.success_threshold, budget.decay, budget.rank_refresh)
+        tracker = DifficultyTracker(
+            budget.success_threshold, budget.decay, budget.rank_refresh, forecast=budget.forecast
+        )
         controller = None
         if temperature is not None:
             controller = EntropyTemperatureController.from_config(
@@ -266,9 +268,9 @@ class E3Control:
         """Remember the plan for observe_rewards and its metrics (expected mixed shares under
         the tracker's posteriors, before this step's results)."""
         self._plan, self._rank_of = plan, dict(zip(plan.prompt_ids, plan.ranks, strict=True))
-        s, f = self.tracker.successes_failures(plan.prompt_ids)
         prior = current_prior(self.prior, self.prior_fit, self.tracker)
-        chosen, uniform = mixed_shares(s, f, plan.counts, self.n, prior)
+        a, b = self.tracker.beliefs(plan.prompt_ids, prior)
+        chosen, uniform = mixed_shares(a, b, plan.counts, self.n)
         budget = sum(plan.counts)
         rolled = sum(c > 0 for c in plan.counts)
         self._plan_metrics = {

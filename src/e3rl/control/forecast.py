@@ -81,6 +81,16 @@ class TransitionForecast:
         self.first_visits: deque = deque(maxlen=self.window)
         self._fits: dict[Any, tuple[float, float] | None] = {}  # cached until the next observe
 
+    def set_window(self, window: int) -> None:
+        """Keep the latest ``window`` groups from now on (the tracker sets it to the number of
+        prompts it knows: an epoch's revisits)."""
+        window = max(int(window), FIT_MIN_PROMPTS)
+        if window != self.window:
+            self.window = window
+            self.revisits = deque(self.revisits, maxlen=window)
+            self.first_visits = deque(self.first_visits, maxlen=window)
+            self._fits = {}
+
     def bin_of(self, successes: int, rollouts: int) -> int:
         return min(int((successes + 1) / (rollouts + 2) * self.bins), self.bins - 1)
 

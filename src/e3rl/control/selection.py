@@ -40,7 +40,6 @@ import numpy as np
 
 from e3rl.control.allocation import (
     OBJECTIVES,
-    _posterior,
     check_bounds,
     rank_allocation,
     solve_dp_allowed,
@@ -61,30 +60,26 @@ SELECTING_ALLOCATORS = ("uniform", "rank", "value")
 """Allocators that can choose among more candidates than they fund."""
 
 
-def group_values(
-    successes: Any, failures: Any, c_max: int, prior: Sequence[float], objective: str = "mixed"
-) -> np.ndarray:
+def group_values(a: Any, b: Any, c_max: int, objective: str = "mixed") -> np.ndarray:
     """``v[i, c]``: the expected value of a group of ``c = 0..c_max`` rollouts of prompt ``i``
-    under its Beta posterior (``objective="mixed"``: ``P(mixed)``), as ``value_allocation``
-    sees it."""
-    a, b = _posterior(successes, failures, prior)
+    whose pass rate is ``Beta(a_i, b_i)`` (``objective="mixed"``: ``P(mixed)``), as
+    ``value_allocation`` sees it."""
+    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
     gains = OBJECTIVES[objective](a, b, int(c_max))
     return np.concatenate([np.zeros((len(a), 1)), np.cumsum(gains, axis=1)], axis=1)
 
 
-def mixed_shares(
-    successes: Any, failures: Any, counts: Sequence[int], n: int, prior: Sequence[float]
-) -> tuple[float, float]:
+def mixed_shares(a: Any, b: Any, counts: Sequence[int], n: int) -> tuple[float, float]:
     """Expected share of rollouts in mixed groups (a) with ``counts`` and (b) with ``n`` each on
-    a batch drawn uniformly from these prompts, both under the prompts' Beta posteriors.
+    a batch drawn uniformly from these prompts, both under the prompts' Beta(a, b) beliefs.
 
     (b) is what uniform GRPO would spend on average: ``mean_i P_mixed_i(n)``."""
     c = np.asarray(counts, dtype=np.int64).reshape(-1)
     if len(c) == 0 or c.sum() == 0:
         return float("nan"), float("nan")
-    v = group_values(successes, failures, max(int(c.max()), int(n)), prior, "mixed")
+    v = group_values(a, b, max(int(c.max()), int(n)), "mixed")
     rows = np.arange(len(c))
     chosen = float((c * v[rows, c]).sum() / c.sum())
     return chosen, float(v[:, int(n)].mean())
@@ -127,9 +122,9 @@ def choose_counts(
     ids = list(prompt_ids)
     forced = np.asarray(forced, dtype=bool)
     tracker.register(ids)
-    s, f = tracker.successes_failures(ids)
     if isinstance(allocator, ValueAllocator):
-        return _choose_value(allocator, s, f, budget, forced, allocator.prior_for(tracker))
+        a, b = tracker.beliefs(ids, allocator.prior_for(tracker))
+        return _choose_value(allocator, a, b, budget, forced)
     if isinstance(allocator, (UniformAllocator, RankAllocator)):
         n = allocator.n
         if n <= 0 or budget % n:
@@ -137,8 +132,8 @@ def choose_counts(
         k = budget // n
         if k > len(ids):
             raise ValueError(f"budget={budget} needs {k} prompts at n={n}, got {len(ids)}")
-        v = group_values(s, f, n, prior, objective)[:, n]
-        a, b = _posterior(s, f, prior)
+        a, b = tracker.beliefs(ids, prior)
+        v = group_values(a, b, n, objective)[:, n]
         chosen = _top_by_value(v, forced, a / (a + b), k)
         counts = np.zeros(len(ids), dtype=np.int64)
         if isinstance(allocator, UniformAllocator):
@@ -155,18 +150,12 @@ def choose_counts(
 
 
 def _choose_value(
-    allocator: ValueAllocator,
-    s: np.ndarray,
-    f: np.ndarray,
-    budget: int,
-    forced: np.ndarray,
-    prior: Sequence[float],
+    allocator: ValueAllocator, a: np.ndarray, b: np.ndarray, budget: int, forced: np.ndarray
 ) -> list[int]:
     """Exact maximum of the summed group values, each candidate at 0 or in [n_min, n_max],
     forced ones in [max(n_min, 2), n_max]."""
     n_min, n_max = allocator.n_min, allocator.n_max
-    check_bounds(len(s), budget, 0, n_max)
-    a, b = _posterior(s, f, prior)
+    check_bounds(len(a), budget, 0, n_max)
     gains = OBJECTIVES[allocator.objective](a, b, n_max)
     cs = np.arange(n_max + 1)
     free = (cs == 0) | ((cs >= max(n_min, 1)) & (cs <= n_max))
@@ -177,7 +166,7 @@ def _choose_value(
     counts = solve_dp_allowed(gains, allowed, budget, order)
     if int(counts.sum()) != budget:  # only when the forced candidates cannot all be funded
         raise ValueError(
-            f"budget={budget} cannot be spent over {len(s)} candidates each at 0 or in "
+            f"budget={budget} cannot be spent over {len(a)} candidates each at 0 or in "
             f"[{n_min}, {n_max}], the {int(forced.sum())} forced ones at {max(n_min, 2)} or more"
         )
     return counts.tolist()

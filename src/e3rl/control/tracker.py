@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from e3rl.control.forecast import TransitionForecast
+
 __all__ = ["DifficultyTracker"]
 
 
@@ -36,6 +38,11 @@ class DifficultyTracker:
     prompts get a pseudo-random but reproducible order. ``rank_refresh="step"`` ranks on the live
     counts; ``"epoch"`` (the paper) ranks on a snapshot taken at :meth:`end_epoch`, so before the
     first epoch end every prompt is unseen.
+
+    Beliefs (:meth:`beliefs`, what the value allocator plans on): ``forecast="posterior"`` is each
+    prompt's Beta posterior from its counts; ``"transition"`` the :class:`TransitionForecast` of
+    its pass rate at this visit, learned from how earlier prompts moved between visits (over the
+    latest ``N`` revisits, about an epoch's).
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class DifficultyTracker:
         decay: float = 1.0,
         rank_refresh: str = "step",
         unseen: str = "hardest",
+        forecast: str = "posterior",
     ) -> None:
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must be in (0, 1], got decay={decay}")
@@ -51,6 +59,9 @@ class DifficultyTracker:
             raise ValueError(f"rank_refresh must be 'step' or 'epoch', got {rank_refresh!r}")
         if unseen not in ("hardest", "prior"):
             raise ValueError(f"unseen must be 'hardest' or 'prior', got {unseen!r}")
+        if forecast not in ("posterior", "transition"):
+            raise ValueError(f"forecast must be 'posterior' or 'transition', got {forecast!r}")
+        self.forecast = forecast
         self.success_threshold = float(success_threshold)
         self.decay = float(decay)
         self.rank_refresh = rank_refresh
@@ -65,6 +76,7 @@ class DifficultyTracker:
         self._successes = np.zeros(0)
         self._frozen = np.zeros(0)  # accuracy snapshot at the last end_epoch; nan = unseen then
         self._rank_cache: np.ndarray | None = None
+        self.transitions = TransitionForecast() if self.forecast == "transition" else None
         self.steps = 0
         self.epochs = 0
 
@@ -90,6 +102,8 @@ class DifficultyTracker:
         self._successes = np.concatenate([self._successes, np.zeros(len(new))])
         self._frozen = np.concatenate([self._frozen, np.full(len(new), np.nan)])
         self._rank_cache = None  # N changed
+        if self.transitions is not None:  # recent transitions: about one epoch's revisits
+            self.transitions.set_window(len(self))
 
     def update(self, prompt_ids: Sequence[str], rewards: Sequence[float]) -> None:
         """Record one step: one (id, reward) per rollout; ``reward >= success_threshold`` wins.
@@ -107,6 +121,12 @@ class DifficultyTracker:
             self._successes *= self.decay
         self._rollouts += np.bincount(idx, minlength=len(self))
         self._successes += np.bincount(idx, weights=won, minlength=len(self))
+        if self.transitions is not None:
+            step_ids = list(dict.fromkeys(prompt_ids))
+            k = np.array([self._index[p] for p in step_ids], dtype=np.int64)
+            n = np.bincount(idx, minlength=len(self))[k]
+            s = np.bincount(idx, weights=won, minlength=len(self))[k]
+            self.transitions.observe(step_ids, n.tolist(), s.astype(np.int64).tolist())
         self.steps += 1
         if self.rank_refresh == "step":
             self._rank_cache = None
@@ -152,6 +172,18 @@ class DifficultyTracker:
         s = self._successes[idx]
         return s, self._rollouts[idx] - s
 
+    def beliefs(
+        self, prompt_ids: Sequence[str], prior: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Beta (a, b) of each prompt's pass rate as the allocator should plan on it: the
+        posterior ``prior + counts``, or with ``forecast="transition"`` the transition forecast
+        (``prior`` then only where it has too few transitions to go on)."""
+        if self.transitions is not None:
+            self._indices(prompt_ids)  # unknown ids raise here too
+            return self.transitions.forecast(prompt_ids, prior)
+        s, f = self.successes_failures(prompt_ids)
+        return float(prior[0]) + s, float(prior[1]) + f
+
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Live decayed success and failure counts of every known prompt (copies)."""
         return self._successes.copy(), self._rollouts - self._successes
@@ -165,6 +197,7 @@ class DifficultyTracker:
             "frozen_accuracy": [None if math.isnan(x) else x for x in self._frozen.tolist()],
             "steps": self.steps,
             "epochs": self.epochs,
+            **({"transitions": self.transitions.state_dict()} if self.transitions else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -178,3 +211,7 @@ class DifficultyTracker:
         frozen = [math.nan if x is None else x for x in state["frozen_accuracy"]]
         self._frozen = np.array(frozen, dtype=float).reshape(-1)
         self.steps, self.epochs = int(state["steps"]), int(state["epochs"])
+        if self.transitions is not None:
+            if "transitions" not in state:
+                raise ValueError("tracker state has no transitions, but forecast='transition'")
+            self.transitions.load_state_dict(state["transitions"])

@@ -77,7 +77,7 @@ def simulate(p: np.ndarray, arm: str, seed: int) -> list[dict]:
         else:
             counts = [N] * BATCH
         counts = np.asarray(counts)
-        expected, _ = mixed_shares(s, f, counts, N, prior)
+        expected, _ = mixed_shares(prior[0] + s, prior[1] + f, counts, N)
         wins = rng.binomial(counts, p[idx])
         mixed = (wins > 0) & (wins < counts)
         tracker.update(  # rewards in any order: the tracker only counts them

@@ -266,7 +266,7 @@ class E3Control:
 
     def _keep(self, plan: Plan, forced: int = 0) -> Plan:
         """Remember the plan for observe_rewards and its metrics (expected mixed shares under
-        the tracker's posteriors, before this step's results)."""
+        the tracker's beliefs, before this step's results)."""
         self._plan, self._rank_of = plan, dict(zip(plan.prompt_ids, plan.ranks, strict=True))
         prior = current_prior(self.prior, self.prior_fit, self.tracker)
         a, b = self.tracker.beliefs(plan.prompt_ids, prior)

@@ -103,10 +103,10 @@ def replay(rows: list[dict]) -> dict[str, dict[int, dict[str, float]]]:
     for name, epochs in acc.items():
         out[name] = {
             ep: {
-                "forecast": e["forecast"] / e["rollouts"],
-                "measured": e["measured"] / e["rollouts"],
-                "error": (e["forecast"] - e["measured"]) / e["rollouts"],
-                "logloss": e["logloss"] / max(e["groups"], 1),
+                "forecast": float(e["forecast"] / e["rollouts"]),
+                "measured": float(e["measured"] / e["rollouts"]),
+                "error": float((e["forecast"] - e["measured"]) / e["rollouts"]),
+                "logloss": float(e["logloss"] / max(e["groups"], 1)),
             }
             for ep, e in sorted(epochs.items())
         }
@@ -122,7 +122,7 @@ def verdicts(per_run: dict[str, dict]) -> dict[str, dict]:
         losses = [e["logloss"] for r in per_run.values() for ep, e in r[name].items() if ep >= 1]
         worst = max(errs, key=abs) if errs else math.nan
         out[name] = {
-            "calibrated": bool(errs) and abs(worst) <= CALIBRATED,
+            "calibrated": bool(errs) and bool(abs(worst) <= CALIBRATED),
             "worst_error": worst,
             "mean_logloss": float(np.mean(losses)) if losses else math.nan,
         }

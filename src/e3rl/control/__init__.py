@@ -5,6 +5,8 @@ temperature and length bias, driven through one object, :class:`E3Control`.
 * :mod:`~e3rl.control.allocation` -- the allocation rules (:func:`rank_allocation`,
   :func:`value_allocation`).
 * :mod:`~e3rl.control.allocators` -- the per-step allocators, by name (:data:`ALLOCATORS`).
+* :mod:`~e3rl.control.forecast` -- :class:`TransitionForecast`, a prompt's pass rate at its next
+  visit from how earlier prompts moved (``budget.forecast=transition``).
 * :mod:`~e3rl.control.temperature` -- :class:`EntropyTemperatureController`.
 * :mod:`~e3rl.control.length_bias` -- :func:`length_biased_rewards`.
 * :mod:`~e3rl.control.controller` -- :class:`E3Control`, what e3rl's trainer and the framework

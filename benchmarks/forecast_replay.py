@@ -62,22 +62,41 @@ class Transition(TransitionForecast):
         return super().forecast(ids)
 
 
+def transition_history() -> Transition:
+    """Declared after `transition` was scored: binned by the half-weighted history."""
+    return Transition(keep=0.5)
+
+
 CANDIDATES: dict[str, Callable[[], object]] = {
     "flat": lambda: VisitCounts(1.0, fit=False),
     "fit": lambda: VisitCounts(1.0, fit=True),
     "fit-last": lambda: VisitCounts(0.0, fit=True),
     "fit-visit-0.5": lambda: VisitCounts(0.5, fit=True),
-    "transition": Transition,
+    "transition": lambda: Transition(keep=0.0),
+    "transition-history": transition_history,
 }
+
+
+def roc_auc(score: np.ndarray, outcome: np.ndarray) -> float:
+    """P(a mixed group's forecast > a non-mixed one's), ties counted half (Mann-Whitney U)."""
+    pos, neg = int(outcome.sum()), int(len(outcome) - outcome.sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    _, inv, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - counts + 1 + ends) / 2  # the mean rank of each tied value
+    return float((ranks[inv][outcome == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def replay(rows: list[dict]) -> dict[str, dict[int, dict[str, float]]]:
     """Per candidate and epoch: forecast and measured mixed shares of rollouts, their difference,
-    and the mean log-loss of each group's mixed outcome."""
+    the mean log-loss of each group's mixed outcome, and how well the forecast ranks the groups
+    that turn out mixed (ROC AUC)."""
     models = {name: make() for name, make in CANDIDATES.items()}
     acc: dict[str, dict[int, dict[str, float]]] = {
         m: defaultdict(lambda: defaultdict(float)) for m in models
     }
+    ranked: dict[str, dict[int, list]] = {m: defaultdict(list) for m in models}
     for row in rows:
         if "groups" not in row:
             raise ValueError(
@@ -97,6 +116,7 @@ def replay(rows: list[dict]) -> dict[str, dict[int, dict[str, float]]]:
             q = np.clip(pm[rolled], 1e-6, 1 - 1e-6)
             e["logloss"] -= (mixed[rolled] * np.log(q) + (1 - mixed[rolled]) * np.log(1 - q)).sum()
             e["groups"] += rolled.sum()
+            ranked[name][row["epoch"]].append((pm[rolled], mixed[rolled]))
         for model in models.values():
             model.observe(ids, n.tolist(), s.tolist())
     out = {}
@@ -107,6 +127,7 @@ def replay(rows: list[dict]) -> dict[str, dict[int, dict[str, float]]]:
                 "measured": float(e["measured"] / e["rollouts"]),
                 "error": float((e["forecast"] - e["measured"]) / e["rollouts"]),
                 "logloss": float(e["logloss"] / max(e["groups"], 1)),
+                "auc": roc_auc(*(np.concatenate(x) for x in zip(*ranked[name][ep], strict=True))),
             }
             for ep, e in sorted(epochs.items())
         }
@@ -115,16 +136,18 @@ def replay(rows: list[dict]) -> dict[str, dict[int, dict[str, float]]]:
 
 def verdicts(per_run: dict[str, dict]) -> dict[str, dict]:
     """Per candidate: calibrated on every run (|error| <= CALIBRATED in every epoch >= 1), its
-    worst error, and its mean log-loss over runs and epochs >= 1."""
+    worst error, and its mean log-loss and ROC AUC over runs and epochs >= 1."""
     out = {}
     for name in CANDIDATES:
         errs = [e["error"] for r in per_run.values() for ep, e in r[name].items() if ep >= 1]
         losses = [e["logloss"] for r in per_run.values() for ep, e in r[name].items() if ep >= 1]
+        aucs = [e["auc"] for r in per_run.values() for ep, e in r[name].items() if ep >= 1]
         worst = max(errs, key=abs) if errs else math.nan
         out[name] = {
             "calibrated": bool(errs) and bool(abs(worst) <= CALIBRATED),
             "worst_error": worst,
             "mean_logloss": float(np.mean(losses)) if losses else math.nan,
+            "mean_auc": float(np.nanmean(aucs)) if aucs else math.nan,
         }
     return out
 
@@ -135,7 +158,7 @@ def markdown(per_run: dict[str, dict], verdict: dict[str, dict]) -> str:
         "",
         "`benchmarks/forecast_replay.py`. Per epoch: forecast share of rollouts in mixed groups minus",
         f"the measured one (log-loss of the mixed outcome per group). Calibrated: within {CALIBRATED}",
-        "in every epoch >= 1 on every run.",
+        "in every epoch >= 1 on every run. AUC: how well P(mixed) ranks the groups that are mixed.",
         "",
     ]
     for run, res in per_run.items():
@@ -154,11 +177,16 @@ def markdown(per_run: dict[str, dict], verdict: dict[str, dict]) -> str:
             cells = [f"{eps[e]['error']:+.3f} ({eps[e]['logloss']:.3f})" for e in epochs]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Verdicts", "", "| forecast | calibrated | worst error | mean log-loss |"]
-    lines.append("| --- | --- | --- | --- |")
+    lines += [
+        "## Verdicts",
+        "",
+        "| forecast | calibrated | worst error | mean log-loss | mean AUC |",
+    ]
+    lines.append("| --- | --- | --- | --- | --- |")
     for name, v in verdict.items():
+        ok = "yes" if v["calibrated"] else "no"
         lines.append(
-            f"| {name} | {'yes' if v['calibrated'] else 'no'} | {v['worst_error']:+.3f} | {v['mean_logloss']:.3f} |"
+            f"| {name} | {ok} | {v['worst_error']:+.3f} | {v['mean_logloss']:.3f} | {v['mean_auc']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 

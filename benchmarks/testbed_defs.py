@@ -106,8 +106,20 @@ ARMS: dict[str, list[str]] = {
     # against the drift that leaves value_fit's forecast optimistic on real runs
     "value_fit_decay": [*VALUE, "budget.prior_fit=true", "budget.decay=0.99"],
     # and planning on the transition forecast (what prompts that looked like this one a visit ago
-    # look like now) instead of the stale posterior
-    "value_transition": [*VALUE, "budget.prior_fit=true", "budget.forecast=transition"],
+    # look like now) instead of the stale posterior: binned by the last visit (as first run), and
+    # by the half-weighted history (the default since the replay, docs/benchmarks.md)
+    "value_transition": [
+        *VALUE,
+        "budget.prior_fit=true",
+        "budget.forecast=transition",
+        "budget.forecast_keep=0",
+    ],
+    "value_transition_history": [
+        *VALUE,
+        "budget.prior_fit=true",
+        "budget.forecast=transition",
+        "budget.forecast_keep=0.5",
+    ],
     # issue 16's selection: twice the batch offered, the budget to expected mixed-group rollouts
     "selection": [
         *E3RL,

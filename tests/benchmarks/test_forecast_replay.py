@@ -69,3 +69,10 @@ def test_verdicts_read_every_run_and_epoch_after_the_first(still, moving):
     worst = max((per_run[r]["fit"][e]["error"] for r in per_run for e in range(1, 5)), key=abs)
     assert v["fit"]["worst_error"] == worst
     assert "| transition | yes |" in F.markdown(per_run, v)
+
+
+def test_roc_auc_by_hand():
+    # pairs (mixed, not mixed): (0.9 > 0.1), (0.9 > 0.5), (0.5 = 0.5: half), (0.5 > 0.1) -> 3.5 / 4
+    score = np.array([0.9, 0.5, 0.5, 0.1])
+    assert F.roc_auc(score, np.array([1, 1, 0, 0])) == 3.5 / 4
+    assert F.roc_auc(score, np.array([0, 0, 0, 0])) != F.roc_auc(score, np.array([0, 0, 0, 0]))

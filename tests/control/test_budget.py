@@ -619,15 +619,15 @@ def test_fitted_prior_calibrates_the_value_allocator_on_a_u_shaped_population():
 def test_under_drift_the_transition_forecast_stays_calibrated_and_the_posterior_does_not():
     """A policy that learns between visits (every logit +0.7 an epoch): the fitted posterior
     expects prompts as they were and over-forecasts mixed groups; the transition forecast, fed by
-    the same run's revisits, expects nearly what it gets (epochs 2-7: after one epoch of
-    transitions), and so puts more rollouts in mixed groups. Not exactly: with 320 prompts a bin
-    holds about 40 revisits, and the allocator favours the bins whose fits came out high (the
-    forecast runs 0.02-0.05 above the measured share on seeds 0-2, with or without drift)."""
+    the same run's revisits, expects what it gets (epochs 2-7: after one epoch of transitions;
+    within 0.011 on seeds 0-2), and so puts far more rollouts in mixed groups (0.53-0.64
+    against 0.40-0.47). Binned by the last visit alone (`forecast_keep=0`) it ranks prompts
+    worse: 0.02-0.05 optimistic, 0.42-0.51 mixed."""
     post_measured, post_expected = _calibration(True, drift=0.7, skip=2)
     tr_measured, tr_expected = _calibration(True, drift=0.7, forecast="transition", skip=2)
     assert post_expected - post_measured > 0.15
-    assert abs(tr_expected - tr_measured) < 0.05
-    assert tr_measured > post_measured + 0.02
+    assert abs(tr_expected - tr_measured) < 0.03
+    assert tr_measured > post_measured + 0.08
 
 
 def test_transition_beliefs_are_the_forecast_of_the_tracked_groups_and_survive_a_resume():

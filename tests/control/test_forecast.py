@@ -59,7 +59,7 @@ def test_a_seen_prompt_gets_its_bins_fit_and_thin_windows_fall_back():
     # revisits of the failed half: they have moved to about 0.4
     later = [s for s, _ in _outcomes(rng, 0.4, 20)]
     tf.observe(ids[:20], [8] * 20, later)
-    tf.last["q"] = (0, 8)  # a prompt whose last visit is in bin 0, where the 20 revisits are
+    tf.last["q"] = tf.key["q"] = (0, 8)  # last visit in bin 0, where the 20 revisits are
     a, b = tf.forecast(["q"])
     assert (a[0], b[0]) == pytest.approx(fit_beta_prior(later, [8 - s for s in later]))
 
@@ -102,3 +102,18 @@ def test_the_window_can_shrink_and_grow_keeping_the_latest_groups():
     tf.set_window(100)
     tf.observe(["x", "y"], [4, 4], [1, 2])
     assert len(tf.first_visits) == FIT_MIN_PROMPTS + 2 and tf.window == 100
+
+
+def test_keep_bins_by_the_weighted_history_and_the_fallback_still_uses_the_last_visit():
+    tf = TransitionForecast(bins=4, keep=0.5)
+    tf.observe(["a"], [8], [8])
+    tf.observe(["a"], [8], [0])
+    assert tf.last["a"] == (0, 8) and tf.key["a"] == (4.0, 12.0)
+    # binned by (4 + 1) / (12 + 2) = 0.36 -> bin 1, not by the last visit's 0.1 -> bin 0
+    assert tf.bin_of(*tf.key["a"]) == 1 and tf.bin_of(*tf.last["a"]) == 0
+    assert list(tf.revisits) == [(3, 0, 8)]  # filed under the first visit's bin (8 of 8)
+    a, b = tf.forecast(["a"], prior=(1.0, 1.0))  # thin windows: last visit under the prior
+    assert (a[0], b[0]) == (1.0, 9.0)
+    again = TransitionForecast()
+    again.load_state_dict(tf.state_dict())
+    assert again.key == tf.key and again.keep == 0.5

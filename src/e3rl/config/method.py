@@ -52,6 +52,8 @@ class BudgetConfig:
     """value: fit the Beta prior to the tracked prompts' pass rates each step (empirical Bayes); budget.prior until 16 prompts have 2+ rollouts."""
     forecast: Literal["posterior", "transition"] = "posterior"
     """value: plan on each prompt's Beta posterior, or on the transition forecast of its pass rate at this visit (learned from earlier prompts' moves between visits)."""
+    forecast_keep: float = 0.5
+    """forecast=transition: bin a prompt by its history with each older visit weighted this much (0 = its last visit only)."""
     recheck_prob: float = 0.05
     """value: chance that a prompt allocated 0 still gets a small group so its estimate stays fresh."""
     value_objective: Literal["mixed", "knapsack", "mixed_rollouts"] = "mixed"
@@ -75,6 +77,7 @@ class BudgetConfig:
             "two floats > 0 (alpha, beta)",
         )
         _require(0 <= self.recheck_prob <= 1, "recheck_prob", self.recheck_prob, "in [0, 1]")
+        _require(0 <= self.forecast_keep < 1, "forecast_keep", self.forecast_keep, "in [0, 1)")
 
 
 @dataclass

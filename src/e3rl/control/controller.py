@@ -137,7 +137,11 @@ class E3Control:
         """The control e3rl's config sections describe; ``temperature=None``: no controller.
         Check the settings that span sections first (:func:`e3rl.config.check_method`)."""
         tracker = DifficultyTracker(
-            budget.success_threshold, budget.decay, budget.rank_refresh, forecast=budget.forecast
+            budget.success_threshold,
+            budget.decay,
+            budget.rank_refresh,
+            forecast=budget.forecast,
+            forecast_keep=budget.forecast_keep,
         )
         controller = None
         if temperature is not None:

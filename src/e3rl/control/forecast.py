@@ -61,16 +61,20 @@ class TransitionForecast:
     the transitions are recent ones). ``forecast`` gives a seen prompt the Beta fitted to the
     window's revisits in its bin, an unseen one the first visits'; while those are too few, the
     prompt's last visit under the prior fitted to every prompt's last visit (``prior`` until that
-    fit has enough prompts).
+    fit has enough prompts). ``keep > 0`` bins a prompt by its history instead of its last visit
+    alone, each older visit weighted ``keep`` times the next.
     """
 
-    def __init__(self, bins: int = 8, window: int = 2000) -> None:
+    def __init__(self, bins: int = 8, window: int = 2000, keep: float = 0.5) -> None:
         if bins < 1 or window < FIT_MIN_PROMPTS:
             raise ValueError(
                 f"need bins >= 1 and window >= {FIT_MIN_PROMPTS}, got {bins}, {window}"
             )
-        self.bins, self.window = int(bins), int(window)
+        if not 0.0 <= keep < 1.0:
+            raise ValueError(f"keep must be in [0, 1), got keep={keep}")
+        self.bins, self.window, self.keep = int(bins), int(window), float(keep)
         self.last: dict[str, tuple[int, int]] = {}  # prompt id -> (successes, rollouts) last rolled
+        self.key: dict[str, tuple[float, float]] = {}  # the (weighted) counts a prompt is binned by
         self.revisits: deque = deque(maxlen=self.window)  # (bin of the previous visit, s, n)
         self.first_visits: deque = deque(maxlen=self.window)
         self._fits: dict[Any, tuple[float, float] | None] = {}  # cached until the next observe
@@ -85,7 +89,7 @@ class TransitionForecast:
             self.first_visits = deque(self.first_visits, maxlen=window)
             self._fits = {}
 
-    def bin_of(self, successes: int, rollouts: int) -> int:
+    def bin_of(self, successes: float, rollouts: float) -> int:
         return min(int((successes + 1) / (rollouts + 2) * self.bins), self.bins - 1)
 
     def observe(
@@ -97,10 +101,11 @@ class TransitionForecast:
             if n == 0:
                 continue
             if pid in self.last:
-                self.revisits.append((self.bin_of(*self.last[pid]), s, n))
+                self.revisits.append((self.bin_of(*self.key[pid]), s, n))
             else:
                 self.first_visits.append((s, n))
-            self.last[pid] = (s, n)
+            ks, kn = self.key.get(pid, (0.0, 0.0))
+            self.last[pid], self.key[pid] = (s, n), (self.keep * ks + s, self.keep * kn + n)
         self._fits = {}
 
     def _fit(self, k: int) -> tuple[float, float] | None:
@@ -126,7 +131,7 @@ class TransitionForecast:
         a, b = np.empty(len(prompt_ids)), np.empty(len(prompt_ids))
         for i, pid in enumerate(prompt_ids):
             last = self.last.get(pid)
-            fit = self._fit(-1 if last is None else self.bin_of(*last))
+            fit = self._fit(-1 if last is None else self.bin_of(*self.key[pid]))
             if fit is None:
                 a0, b0 = self.last_visit_prior(prior)
                 s, n = last or (0, 0)
@@ -138,13 +143,16 @@ class TransitionForecast:
         return {
             "bins": self.bins,
             "window": self.window,
+            "keep": self.keep,
             "last": {k: list(v) for k, v in self.last.items()},
+            "key": {k: list(v) for k, v in self.key.items()},
             "revisits": [list(o) for o in self.revisits],
             "first_visits": [list(o) for o in self.first_visits],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__init__(int(state["bins"]), int(state["window"]))
+        self.__init__(int(state["bins"]), int(state["window"]), float(state["keep"]))
         self.last = {k: (int(v[0]), int(v[1])) for k, v in state["last"].items()}
+        self.key = {k: (float(v[0]), float(v[1])) for k, v in state["key"].items()}
         self.revisits.extend((int(k), int(s), int(n)) for k, s, n in state["revisits"])
         self.first_visits.extend((int(s), int(n)) for s, n in state["first_visits"])

@@ -42,7 +42,8 @@ class DifficultyTracker:
     Beliefs (:meth:`beliefs`, what the value allocator plans on): ``forecast="posterior"`` is each
     prompt's Beta posterior from its counts; ``"transition"`` the :class:`TransitionForecast` of
     its pass rate at this visit, learned from how earlier prompts moved between visits (over the
-    latest ``N`` revisits, about an epoch's).
+    latest ``N`` revisits, about an epoch's; prompts binned by their history with each older
+    visit weighted ``forecast_keep``).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class DifficultyTracker:
         rank_refresh: str = "step",
         unseen: str = "hardest",
         forecast: str = "posterior",
+        forecast_keep: float = 0.5,
     ) -> None:
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must be in (0, 1], got decay={decay}")
@@ -61,7 +63,7 @@ class DifficultyTracker:
             raise ValueError(f"unseen must be 'hardest' or 'prior', got {unseen!r}")
         if forecast not in ("posterior", "transition"):
             raise ValueError(f"forecast must be 'posterior' or 'transition', got {forecast!r}")
-        self.forecast = forecast
+        self.forecast, self.forecast_keep = forecast, float(forecast_keep)
         self.success_threshold = float(success_threshold)
         self.decay = float(decay)
         self.rank_refresh = rank_refresh
@@ -76,7 +78,9 @@ class DifficultyTracker:
         self._successes = np.zeros(0)
         self._frozen = np.zeros(0)  # accuracy snapshot at the last end_epoch; nan = unseen then
         self._rank_cache: np.ndarray | None = None
-        self.transitions = TransitionForecast() if self.forecast == "transition" else None
+        self.transitions = (
+            TransitionForecast(keep=self.forecast_keep) if self.forecast == "transition" else None
+        )
         self.steps = 0
         self.epochs = 0
 

@@ -6,6 +6,7 @@ Pure functions of the records (`--out/<arm>/seed<k>.json`); no torch, no TRL.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 
@@ -49,8 +50,6 @@ def response_form(text: str) -> str:
 def seed_level_difference(a: list[float], b: list[float]) -> str:
     """Mean of a - b over runs with a t interval from the run-to-run spread (pooled variance):
     what the prompt bootstrap leaves out is that a whole run is up or down by chance."""
-    import statistics
-
     d = statistics.fmean(a) - statistics.fmean(b)
     if len(a) + len(b) < 3 or (len(a) < 2 and len(b) < 2):
         return f"{d:+.3f} (too few runs for a run-level interval)"
@@ -102,6 +101,16 @@ def factorial_effects(cells: dict[tuple[str, str], list[float]]) -> dict[str, tu
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def seed_correlation(a: list[dict], b: list[dict]) -> float | None:
+    """Pearson r of two arms' greedy accuracies over the seeds they share (records in seed order):
+    how much a run's outcome follows what the seed fixes in both (e.g. the data order). None
+    below 3 seeds or without spread."""
+    x, y = [r["greedy_accuracy"] for r in a], [r["greedy_accuracy"] for r in b]
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return statistics.correlation(x, y)
 
 
 def t975(dof: int) -> float:
@@ -253,8 +262,10 @@ def summarize(out: Path, base_eval: dict | None, arm_order: list[str]) -> str:
             ]
             wins = sum(x and not y for x, y in pairs)
             losses = sum(y and not x for x, y in pairs)
+            r = seed_correlation([runs[a][s] for s in common], [runs[b][s] for s in common])
             lines.append(
                 f"- {a} − {b}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] over seeds {common}; "
                 f"prompt-seed pairs {a} right / {b} wrong: {wins}, the reverse: {losses}"
+                + ("" if r is None else f"; greedy accuracy correlated over the seeds r = {r:+.2f}")
             )
     return "\n".join(lines) + "\n"

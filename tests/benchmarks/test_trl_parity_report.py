@@ -126,3 +126,11 @@ def test_summary_lists_arms_in_the_given_order_with_their_means_and_paired_diffe
     assert "- trl − e3rl: +0.500 [" in text and "trl right / e3rl wrong: 4, the reverse: 0" in text
     # level 1 holds prompts 0 and 2: trl answers 4 of 4 directly, e3rl 2 directly and 2 worked
     assert "| e3rl | 2 (0) | 2 (2) | 0 (0) | 0 (0) |" in text
+
+
+def test_seed_correlation_by_hand():
+    rec = lambda xs: [{"greedy_accuracy": x} for x in xs]  # noqa: E731
+    # x = 1, 2, 3 against y = 2, 4, 7: r = 5 / sqrt(2 * 12.667) = 0.9934
+    assert P.seed_correlation(rec([1, 2, 3]), rec([2, 4, 7])) == pytest.approx(0.99340, abs=1e-5)
+    assert P.seed_correlation(rec([1, 2]), rec([2, 4])) is None
+    assert P.seed_correlation(rec([1, 1, 1]), rec([2, 4, 7])) is None

@@ -123,14 +123,16 @@ class DifficultyTracker:
         if self.decay != 1.0:
             self._rollouts *= self.decay
             self._successes *= self.decay
-        self._rollouts += np.bincount(idx, minlength=len(self))
-        self._successes += np.bincount(idx, weights=won, minlength=len(self))
+        step_n = np.bincount(idx, minlength=len(self))
+        step_s = np.bincount(idx, weights=won, minlength=len(self))
+        self._rollouts += step_n
+        self._successes += step_s
         if self.transitions is not None:
             step_ids = list(dict.fromkeys(prompt_ids))
             k = np.array([self._index[p] for p in step_ids], dtype=np.int64)
-            n = np.bincount(idx, minlength=len(self))[k]
-            s = np.bincount(idx, weights=won, minlength=len(self))[k]
-            self.transitions.observe(step_ids, n.tolist(), s.astype(np.int64).tolist())
+            self.transitions.observe(
+                step_ids, step_n[k].tolist(), step_s[k].astype(np.int64).tolist()
+            )
         self.steps += 1
         if self.rank_refresh == "step":
             self._rank_cache = None
@@ -201,7 +203,7 @@ class DifficultyTracker:
             "frozen_accuracy": [None if math.isnan(x) else x for x in self._frozen.tolist()],
             "steps": self.steps,
             "epochs": self.epochs,
-            **({"transitions": self.transitions.state_dict()} if self.transitions else {}),
+            **({} if self.transitions is None else {"transitions": self.transitions.state_dict()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -109,12 +109,14 @@ class TransitionForecast:
         self._fits = {}
 
     def _fit(self, k: int) -> tuple[float, float] | None:
-        if k not in self._fits:
-            if k < 0:
-                window = list(self.first_visits)
-            else:
-                window = [(s, n) for j, s, n in self.revisits if j == k]
-            self._fits[k] = beta_of_outcomes(window)
+        """Bin ``k``'s fitted Beta (``k = -1``: first visits); every bin in one pass over the
+        window, once per step."""
+        if -1 not in self._fits:
+            by_bin: list[list[tuple[int, int]]] = [[] for _ in range(self.bins)]
+            for j, s, n in self.revisits:
+                by_bin[j].append((s, n))
+            self._fits = {j: beta_of_outcomes(w) for j, w in enumerate(by_bin)}
+            self._fits[-1] = beta_of_outcomes(self.first_visits)
         return self._fits[k]
 
     def last_visit_prior(self, prior: Sequence[float] = (1.0, 1.0)) -> tuple[float, float]:

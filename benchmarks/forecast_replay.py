@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from e3rl.control.allocation import fit_beta_prior
-from e3rl.control.forecast import TransitionForecast, p_mixed
+from e3rl.control.allocation import fit_beta_prior, p_mixed
+from e3rl.control.forecast import TransitionForecast
 from e3rl.train.runlog import read_metrics
 
 CALIBRATED = 0.03

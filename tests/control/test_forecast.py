@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e3rl.control.allocation import FIT_MIN_PROMPTS, expected_mixed, fit_beta_prior
-from e3rl.control.forecast import TransitionForecast, beta_of_outcomes, p_mixed
+from e3rl.control.allocation import FIT_MIN_PROMPTS, expected_mixed, fit_beta_prior, p_mixed
+from e3rl.control.forecast import TransitionForecast, beta_of_outcomes
 
 
 def test_p_mixed_by_hand():
@@ -26,13 +28,21 @@ def test_p_mixed_by_hand():
         max_size=12,
     )
 )
-def test_p_mixed_sums_to_the_allocators_objective(rows):
-    """expected_mixed (the allocator's objective, from its marginal gains) is the sum of p_mixed."""
+def test_p_mixed_matches_the_gamma_closed_form(rows):
+    """p_mixed (the running sum of the allocator's marginal gains) against the closed form
+    ``E[p^n] = B(a + n, b) / B(a, b)``, written with log-Gamma functions."""
+
+    def moment(x: float, y: float, n: int) -> float:
+        return math.exp(
+            math.lgamma(x + n) + math.lgamma(x + y) - math.lgamma(x) - math.lgamma(x + y + n)
+        )
+
     a, b, n = (np.array(x) for x in zip(*rows, strict=True))
-    # expected_mixed takes a prior and counts; zero counts under prior (a, b) is Beta(a, b) itself,
-    # one prompt at a time since the prior is shared
+    want = [0.0 if c < 2 else 1 - moment(x, y, c) - moment(y, x, c) for x, y, c in rows]
+    assert p_mixed(a, b, n) == pytest.approx(want, abs=1e-9)
+    # and the allocator's objective is their sum (zero counts under prior (a, b) is Beta(a, b))
     total = sum(expected_mixed([0.0], [0.0], [c], prior=(x, y)) for x, y, c in rows)
-    assert p_mixed(a, b, n).sum() == pytest.approx(total, abs=1e-9)
+    assert sum(want) == pytest.approx(total, abs=1e-9)
 
 
 def test_bins_cut_the_smoothed_rate():

@@ -15,12 +15,11 @@ from hypothesis import strategies as st
 from e3rl.config import BudgetConfig, Config, ConfigError, LengthBiasConfig, check_selection
 from e3rl.config_io import load_config
 from e3rl.control import E3Control, expected_mixed, value_allocation
-from e3rl.control.allocation import rank_allocation
+from e3rl.control.allocation import group_values, rank_allocation
 from e3rl.control.allocators import UniformAllocator, ValueAllocator
 from e3rl.control.selection import (
     CandidatePool,
     choose_counts,
-    group_values,
     mixed_shares,
 )
 from e3rl.control.tracker import DifficultyTracker

@@ -25,6 +25,8 @@ __all__ = [
     "check_bounds",
     "expected_mixed",
     "fit_beta_prior",
+    "group_values",
+    "p_mixed",
     "rank_allocation",
     "value_allocation",
 ]
@@ -397,6 +399,24 @@ def value_allocation_beta(
     return counts.tolist()
 
 
+def group_values(a: Any, b: Any, c_max: int, objective: str = "mixed") -> np.ndarray:
+    """``v[i, c]``: the value of a group of ``c = 0..c_max`` rollouts of prompt ``i`` whose pass
+    rate is ``Beta(a_i, b_i)`` (``objective="mixed"``: ``P(mixed)``), as :func:`value_allocation`
+    sees it: the running sum of the objective's marginal gains."""
+    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    gains = OBJECTIVES[objective](a, b, int(c_max))
+    return np.concatenate([np.zeros((len(a), 1)), np.cumsum(gains, axis=1)], axis=1)
+
+
+def p_mixed(a: Any, b: Any, n: Any) -> np.ndarray:
+    """``P(a group of n_i is mixed)`` for ``p ~ Beta(a_i, b_i)``, per prompt (0 for n < 2)."""
+    n = np.asarray(n, dtype=np.int64).reshape(-1)
+    v = group_values(a, b, int(n.max(initial=0)))
+    return np.clip(v[np.arange(len(n)), n], 0.0, 1.0)
+
+
 def expected_mixed(
     successes: Any,
     failures: Any,
@@ -410,6 +430,5 @@ def expected_mixed(
     c = np.asarray(counts, dtype=np.int64).reshape(-1)
     if c.shape != a.shape or np.any(c < 0):
         raise ValueError(f"need {len(a)} non-negative counts, got {c.tolist()}")
-    gains = OBJECTIVES[objective](a, b, int(c.max(initial=0)))
-    g = np.concatenate([np.zeros((len(a), 1)), np.cumsum(gains, axis=1)], axis=1)
+    g = group_values(a, b, int(c.max(initial=0)), objective)
     return float(g[np.arange(len(a)), c].sum())

@@ -21,19 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from e3rl.control.allocation import FIT_MIN_PROMPTS, beta_power_moments, fit_beta_prior
+from e3rl.control.allocation import FIT_MIN_PROMPTS, fit_beta_prior
 
-__all__ = ["TransitionForecast", "beta_of_outcomes", "p_mixed"]
-
-
-def p_mixed(a: Any, b: Any, n: Any) -> np.ndarray:
-    """``P(a group of n is mixed) = 1 - E[p^n] - E[(1-p)^n]`` for ``p ~ Beta(a, b)``, per prompt."""
-    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
-    n = np.asarray(n, dtype=np.int64).reshape(-1)
-    c = int(n.max(initial=0))
-    rows = np.arange(len(n))
-    out = 1.0 - beta_power_moments(a, b, c)[rows, n] - beta_power_moments(b, a, c)[rows, n]
-    return np.where(n >= 2, np.clip(out, 0.0, 1.0), 0.0)  # groups of 0 or 1 are never mixed
+__all__ = ["TransitionForecast", "beta_of_outcomes"]
 
 
 def beta_of_outcomes(outcomes: Sequence[tuple[int, int]]) -> tuple[float, float] | None:

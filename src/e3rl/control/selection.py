@@ -41,6 +41,7 @@ import numpy as np
 from e3rl.control.allocation import (
     OBJECTIVES,
     check_bounds,
+    group_values,
     rank_allocation,
     solve_dp_allowed,
 )
@@ -52,23 +53,11 @@ __all__ = [
     "SELECTING_ALLOCATORS",
     "choose_counts",
     "forced_room",
-    "group_values",
     "mixed_shares",
 ]
 
 SELECTING_ALLOCATORS = ("uniform", "rank", "value")
 """Allocators that can choose among more candidates than they fund."""
-
-
-def group_values(a: Any, b: Any, c_max: int, objective: str = "mixed") -> np.ndarray:
-    """``v[i, c]``: the expected value of a group of ``c = 0..c_max`` rollouts of prompt ``i``
-    whose pass rate is ``Beta(a_i, b_i)`` (``objective="mixed"``: ``P(mixed)``), as
-    ``value_allocation`` sees it."""
-    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
-    gains = OBJECTIVES[objective](a, b, int(c_max))
-    return np.concatenate([np.zeros((len(a), 1)), np.cumsum(gains, axis=1)], axis=1)
 
 
 def mixed_shares(a: Any, b: Any, counts: Sequence[int], n: int) -> tuple[float, float]:

@@ -2,9 +2,10 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/testbed_paired.py benchmarks/results/testbed/intel-xeon entropy_bonus
 
-Final pass@1 (mean of the last 3 validation points), AUC, pass@64 and the T=1 entropy drop (first
-against last 10 steps): the arm's and uniform's means over their common seeds, and the paired
-difference with its 95 % bootstrap interval (testbed_stats.bootstrap_mean, as summary.json).
+Final pass@1 (mean of the last 3 validation points), AUC, pass@64, the T=1 entropy drop (first
+against last 10 steps) and the share of rollouts in mixed groups: the arm's and uniform's means
+over their common seeds, and the paired difference with its 95 % bootstrap interval
+(testbed_stats.bootstrap_mean, as summary.json).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ STATS = {
     "AUC": lambda r: S.area_under_curve(r["val_curve"]),
     "pass@64": lambda r: r["pass_at_k"]["64"],
     "T=1 entropy drop": lambda r: r["entropy_t1_head_tail"]["drop"],
+    "rollouts in mixed groups": lambda r: r["mean_frac_rollouts_mixed"],
 }
 
 

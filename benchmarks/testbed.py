@@ -256,6 +256,8 @@ def run_one(
     start = base["pass_at_k"]["1"] if sampled else summary["base_val_accuracy"]
     rec = make_record(arm, seed, tb, overrides, rows, summary, _passk(res), wall, threads, start)
     rec["model_params"] = params
+    # which difficulty pays when an allocator moves the budget between levels
+    rec["by_level"] = res.get("by_group", {}).get("level")
     if at_final_t is not None:
         rec["pass_at_k_final_temperature"] = at_final_t
     return rec

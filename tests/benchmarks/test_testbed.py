@@ -406,6 +406,9 @@ def test_quick_mode_end_to_end_two_steps(tmp_path):
     assert rec["budget_ok"] and not (tmp_path / "runs" / "e3rl-s0" / "final").exists()
     assert rec["testbed"] == T.CHOSEN and rec["accuracy"] == T.TESTBEDS[T.CHOSEN]["accuracy"]
     assert [p[0] for p in rec["val_curve"]] == [0, 1, 2]
+    # the final evaluation by level: counts add up to the validation split
+    assert sum(v["count"] for v in rec["by_level"].values()) == 16
+    assert all(0.0 <= v["pass@2"] <= 1.0 for v in rec["by_level"].values())
     # a run that ends sampling off T = 1 is also evaluated at the temperature it ended at
     for arm in ("uniform", "e3rl"):
         rows = (tmp_path / "runs" / f"{arm}-s0" / "metrics.jsonl").read_text().splitlines()

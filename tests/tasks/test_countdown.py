@@ -132,3 +132,9 @@ def test_task_prompts_carry_a_checkable_answer_and_auto_picks_the_checker():
         assert "each exactly once" in p.messages[0]["content"]
         assert reward(p.meta["solution"], p.answer) == 1.0
         assert p.text.endswith(":")
+
+
+def test_a_negative_value_produced_by_a_step_can_be_used_again():
+    # found by the property test above: 1-2 = -1 is a value like any other
+    assert C.score("1-2=-1,-1+1=0", "1,2,1>0") == 1.0
+    assert C.score("1-2=-1,-1+2=1", "1,2,1>0") == 0.0  # 2 was already used

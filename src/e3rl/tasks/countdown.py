@@ -131,7 +131,8 @@ def splits(
 # ----------------------------------------------------------------------------- checking
 
 _SPEC = re.compile(r"^\s*(\d+(?:\s*,\s*\d+)*)\s*>\s*(-?\d+)\s*$")
-_STEP = re.compile(r"^\s*(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)\s*$")
+# operands may be negative: a value a step produced (1-2=-1) can be used by a later one
+_STEP = re.compile(r"^\s*(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 

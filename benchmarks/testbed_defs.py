@@ -120,6 +120,14 @@ ARMS: dict[str, list[str]] = {
         "budget.forecast=transition",
         "budget.forecast_keep=0.5",
     ],
+    # uniform GRPO that does not roll the prompts the shipped forecast gives under a 0.2 chance of
+    # a mixed group (a group with no GRPO signal), re-checked 1 time in 20: fewer rollouts a step
+    "skip": [
+        "budget.prior_fit=true",
+        "budget.forecast=transition",
+        "budget.forecast_keep=0.5",
+        "budget.skip_below=0.2",
+    ],
     # issue 16's selection: twice the batch offered, the budget to expected mixed-group rollouts
     "selection": [
         *E3RL,

@@ -5,7 +5,8 @@
 Final pass@1 (mean of the last 3 validation points), AUC, pass@64, the T=1 entropy drop (first
 against last 10 steps) and the share of rollouts in mixed groups: the arm's and uniform's means
 over their common seeds, and the paired difference with its 95 % bootstrap interval
-(testbed_stats.bootstrap_mean, as summary.json).
+(testbed_stats.bootstrap_mean, as summary.json); the rollouts a run spent (an arm with
+`budget.skip_below` spends fewer) as the paired ratio to uniform's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ STATS = {
     "T=1 entropy drop": lambda r: r["entropy_t1_head_tail"]["drop"],
     "rollouts in mixed groups": lambda r: r["mean_frac_rollouts_mixed"],
 }
+
+
+RATIOS = {"rollouts spent": lambda r: r["rollouts"]}
 
 
 def records(out: Path, arm: str) -> dict[int, dict]:
@@ -45,6 +49,8 @@ def paired(out: Path, arm: str) -> dict:
             arm: sum(f(mine[s]) for s in seeds) / len(seeds),
             "difference": S.bootstrap_mean([f(mine[s]) - f(uniform[s]) for s in seeds]),
         }
+    for name, f in RATIOS.items():
+        result[name] = {"ratio": S.bootstrap_mean([f(mine[s]) / f(uniform[s]) for s in seeds])}
     return result
 
 
@@ -62,6 +68,9 @@ def main() -> None:
             f"{name}: uniform {r['uniform']:.3f}, {a.arm} {r[a.arm]:.3f}, "
             f"difference {d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         )
+    for name in RATIOS:
+        d = res[name]["ratio"]
+        print(f"{name}: {a.arm} / uniform {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]")
     (a.out / f"paired-{a.arm}.json").write_text(json.dumps(res, indent=1))
 
 

@@ -42,7 +42,8 @@ def to_markdown(s: dict) -> str:
         "",
         "Mean [95 % bootstrap interval over seeds]. 'Final' = mean of the last "
         f"{s['settings']['smooth_points']} validation points; rollouts are paired with the same "
-        "seed's uniform run and censored at the run's total when never reached.",
+        "seed's uniform run and censored at the run's total when never reached. Budget ok: "
+        "every step spent exactly its budget (an arm with budget.skip_below: at most it).",
         "",
     ]
     head = [

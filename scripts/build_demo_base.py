@@ -55,7 +55,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=SHIPPED_BASES, help="where the base goes")
     p.add_argument("--check", action="store_true", help="check the shipped base only")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("overrides", nargs="*", help="KEY=VALUE changes to the demo config (experiments)")
+    p.add_argument(
+        "overrides", nargs="*", help="KEY=VALUE changes to the demo config (experiments)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cfg = demo_config(Path("unused"), args.overrides)

@@ -53,6 +53,7 @@ def test_unknown_keys_suggest_the_nearest(override, suggestion):
         ("data.shuffle=3", ["data.shuffle", "true or false"]),
         ("budget.prior=[1]", ["budget.prior", "two floats"]),
         ("trainer.device=tpu", ["trainer.device", "'cpu'"]),
+        ("budget.skip_below=1", ["budget.skip_below=1", "[0, 1)"]),
     ],
 )
 def test_invalid_values_name_field_and_range(override, words):
@@ -67,6 +68,8 @@ def test_cross_section_checks():
         load_config(None, ["budget.allocator=rank", "rollout.n=20"])
     with pytest.raises(ConfigError, match="temperature_control=entropy"):
         load_config(None, ["temperature.anneal=true"])
+    with pytest.raises(ConfigError, match="skip_below=0.2 is invalid with data.candidates_per"):
+        load_config(None, ["budget.skip_below=0.2", "data.candidates_per_step=20"])
 
 
 def test_bad_override_syntax_and_bad_yaml(tmp_path):

@@ -296,6 +296,13 @@ def test_record_checks_the_budget_and_takes_the_median_step_time():
     assert rec["entropy_t1_head_tail"] == pytest.approx(
         {"first": 0.35, "last": 0.15, "drop": 4 / 7}
     )
+    # an arm that skips rollouts may spend less than the budget, never more
+    skips = ["budget.skip_below=0.2"]
+    rec = T.make_record("skip", 0, tb, skips, _rows(), summary, {"greedy": 0.4}, 1.0, 1, 0.3)
+    assert rec["budget_ok"]
+    tb["budget"] = 124
+    rec = T.make_record("skip", 0, tb, skips, _rows(), summary, {"greedy": 0.4}, 1.0, 1, 0.3)
+    assert not rec["budget_ok"]
 
 
 def test_a_pass_at_1_testbed_reads_the_sampled_validation_and_starts_at_the_base_point():

@@ -20,7 +20,9 @@ from e3rl.control.allocation import (
     beta_power_moments,
     expected_mixed,
     fit_beta_prior,
+    p_mixed,
     rank_allocation,
+    skip_unlikely,
     value_allocation,
 )
 from e3rl.control.allocators import (
@@ -653,3 +655,54 @@ def test_transition_beliefs_are_the_forecast_of_the_tracked_groups_and_survive_a
     assert [x.tolist() for x in again.beliefs(ids[:5], (1.0, 1.0))] == [a.tolist(), b.tolist()]
     with pytest.raises(ValueError, match="no transitions"):
         DifficultyTracker(forecast="transition").load_state_dict(DifficultyTracker().state_dict())
+
+
+def test_skip_unlikely_by_hand():
+    counts = [8, 8, 8, 8]
+    pm = [0.05, 0.5, 0.19, 0.2]
+    assert skip_unlikely(counts, pm, 0.2, [False] * 4) == [0, 8, 0, 8]
+    assert skip_unlikely(counts, pm, 0.2, [True, False, False, False]) == [8, 8, 0, 8]
+    # every group forecast empty: the most promising prompt is still rolled
+    assert skip_unlikely([4, 6, 2], [0.01, 0.03, 0.02], 0.5, [False] * 3) == [0, 6, 0]
+    assert skip_unlikely([0, 0], [0.0, 0.0], 0.5, [False, False]) == [0, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 16), st.floats(0, 1), st.booleans()), min_size=1, max_size=40
+    ),
+    st.floats(0.0, 0.99),
+)
+def test_skip_unlikely_only_zeroes_unlikely_unchecked_prompts(rows, below):
+    counts, pm, recheck = (list(x) for x in zip(*rows, strict=True))
+    out = skip_unlikely(counts, pm, below, recheck)
+    kept_any = any(out)
+    for c, o, p, r in zip(counts, out, pm, recheck, strict=True):
+        assert o in (0, c)
+        if p >= below or r:
+            assert o == c
+    assert kept_any == any(counts)
+
+
+def test_plan_skips_a_prompt_always_right_by_its_posterior():
+    """Flat prior, 32 of 32 right: Beta(33, 1), where E[p^8] = 33/41 and E[(1-p)^8] = 1/C(41, 8),
+    so P(mixed | 8) = 0.195 < 0.2; at 24 of 24 it is 1 - 25/33 - 1/C(33, 8) = 0.242, kept."""
+    from e3rl.config import BudgetConfig, LengthBiasConfig
+    from e3rl.control import E3Control
+
+    ctl = E3Control.from_config(
+        BudgetConfig(skip_below=0.2, recheck_prob=0.0), LengthBiasConfig(), 8, 1.0, 64, 10, 0
+    )
+    ids = ["easy", "fresh"]
+    ctl.register(ids)
+    for _ in range(4):
+        plan = ctl.plan(["easy"])
+        assert plan.counts == [8]  # 0-3 visits: P(mixed) >= 0.24, and a lone prompt is kept
+        ctl.observe(["easy"] * 8, [1.0] * 8, [1] * 8, 1.0)
+    assert p_mixed(33.0, 1.0, 8)[0] == pytest.approx(1 - 33 / 41 - 1 / math.comb(41, 8))
+    assert p_mixed(25.0, 1.0, 8)[0] == pytest.approx(1 - 25 / 33 - 1 / math.comb(33, 8))
+    plan = ctl.plan(ids)
+    assert plan.counts == [0, 8]
+    _, m = ctl.observe(["fresh"] * 8, [1.0, 0.0] * 4, [1] * 8, 1.0)
+    assert m["rollouts_skipped"] == 8 and m["prompts_skipped"] == 1

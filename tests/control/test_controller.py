@@ -233,6 +233,18 @@ def test_method_checks_name_the_callers_keys():
             BudgetConfig(), 4, "none", TemperatureConfig(anneal=True), "n", "e3rl.", "e3rl.tc"
         )
     check_method(rank, 8, "entropy", TemperatureConfig(anneal=True), "n", "", "x")
+    with pytest.raises(ConfigError, match=r"e3rl.budget.skip_below=0.2 is invalid with TRL's"):
+        check_method(
+            BudgetConfig(skip_below=0.2),
+            8,
+            "none",
+            TemperatureConfig(),
+            "n",
+            "e3rl.",
+            "x",
+            fixed_batch="TRL's GRPOTrainer",
+        )
+    check_method(BudgetConfig(skip_below=0.2), 8, "none", TemperatureConfig(), "n", "", "x")
 
 
 def test_prior_fit_reaches_the_allocator_and_the_forecast():

@@ -435,4 +435,10 @@ class Config:
             self.rollout.n,
             self.budget.n_min,
         )
+        if self.budget.skip_below > 0 and self.data.candidates_per_step > self.data.batch_size:
+            raise ConfigError(
+                f"budget.skip_below={self.budget.skip_below} is invalid with "
+                f"data.candidates_per_step={self.data.candidates_per_step} > data.batch_size: "
+                "selection already chooses which candidates are rolled; expected skip_below=0"
+            )
         return self

@@ -60,6 +60,8 @@ class BudgetConfig:
     """value: what a group is worth: P(mixed), P(mixed) x p(1-p)^2 (Knapsack-RL's weight), or c x P(mixed) (rollouts with a signal)."""
     max_deferrals: int = 2
     """data.candidates_per_step > batch_size: a candidate that got 0 rollouts this many times in a row is rolled at its next offer."""
+    skip_below: float = 0.0
+    """Give 0 rollouts to a prompt whose forecast chance of a mixed group is below this (re-checked with recheck_prob); the step then spends less than its budget (0 = spend it all)."""
 
     def __post_init__(self) -> None:
         _require(0 < self.decay <= 1, "decay", self.decay, "a float in (0, 1]")
@@ -78,6 +80,7 @@ class BudgetConfig:
         )
         _require(0 <= self.recheck_prob <= 1, "recheck_prob", self.recheck_prob, "in [0, 1]")
         _require(0 <= self.forecast_keep < 1, "forecast_keep", self.forecast_keep, "in [0, 1)")
+        _require(0 <= self.skip_below < 1, "skip_below", self.skip_below, "in [0, 1)")
 
 
 @dataclass
@@ -124,11 +127,19 @@ def check_method(
     n_key: str,
     prefix: str,
     control_key: str,
+    fixed_batch: str | None = None,
 ) -> None:
     """The method's settings that span sections, checked once for every trainer: ``n`` rollouts
-    per prompt on average must fit the allocator's bounds, annealing needs the controller.
+    per prompt on average must fit the allocator's bounds, annealing needs the controller, and a
+    trainer that sizes every batch in advance (``fixed_batch``: its name) cannot skip rollouts.
     Messages name the keys as the caller's config spells them (``prefix``, ``n_key``, ...)."""
     b = budget
+    if fixed_batch and b.skip_below > 0:
+        raise ConfigError(
+            f"{prefix}budget.skip_below={b.skip_below} is invalid with {fixed_batch}: it sizes "
+            "every batch to the full budget, so expected 0 (skipping rollouts needs e3rl's own "
+            "trainer)"
+        )
     if b.allocator == "value":
         _require(
             b.n_min <= n <= b.n_max,

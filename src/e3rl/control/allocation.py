@@ -28,6 +28,7 @@ __all__ = [
     "group_values",
     "p_mixed",
     "rank_allocation",
+    "skip_unlikely",
     "value_allocation",
 ]
 
@@ -415,6 +416,20 @@ def p_mixed(a: Any, b: Any, n: Any) -> np.ndarray:
     n = np.asarray(n, dtype=np.int64).reshape(-1)
     v = group_values(a, b, int(n.max(initial=0)))
     return np.clip(v[np.arange(len(n)), n], 0.0, 1.0)
+
+
+def skip_unlikely(counts: Sequence[int], pm: Any, below: float, recheck: Any) -> list[int]:
+    """``counts`` with 0 for each prompt whose chance of a mixed group ``pm[i]`` is below
+    ``below``, unless ``recheck[i]`` (a prompt's estimate goes stale if it is never rolled). A
+    step keeps at least its most promising prompt, so that it always has something to learn from.
+    Such a step spends less than its budget: the point, where the forecast says a group would
+    carry no GRPO signal (every rollout right, or every one wrong)."""
+    pm, recheck = np.asarray(pm, dtype=float), np.asarray(recheck, dtype=bool)
+    out = [int(c) if p >= below or r else 0 for c, p, r in zip(counts, pm, recheck, strict=True)]
+    if not any(out) and any(counts):
+        best = int(np.argmax(np.where(np.asarray(counts) > 0, pm, -1.0)))
+        out[best] = int(counts[best])
+    return out
 
 
 def expected_mixed(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from e3rl.config import BudgetConfig, LengthBiasConfig, TemperatureConfig
+from e3rl.control.allocation import p_mixed, skip_unlikely
 from e3rl.control.allocators import (
     Allocator,
     allocation_stats,
@@ -55,6 +56,7 @@ _TOTALS = (
     "exp_rollouts_mixed_uniform",
     "prompts_rolled",
     "prompts_skipped",
+    "rollouts_skipped",
 )
 
 
@@ -79,7 +81,9 @@ class E3Control:
     ``length_bias=(mu, threshold)``; ``mu = 0`` turns it off. ``seed`` seeds the allocator's
     random draws (the value allocator's re-checks). ``max_deferrals``, ``recheck_prob``,
     ``prior``, ``objective`` and ``prior_fit`` are :meth:`select`'s and the expected-share
-    metrics' (see :mod:`e3rl.control.selection`).
+    metrics' (see :mod:`e3rl.control.selection`). ``skip_below > 0``: :meth:`plan` gives 0
+    rollouts to the prompts whose forecast chance of a mixed group is below it
+    (:func:`~e3rl.control.allocation.skip_unlikely`, re-checked with ``recheck_prob``).
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class E3Control:
         prior: tuple[float, float] = (1.0, 1.0),
         objective: str = "mixed",
         prior_fit: bool = False,
+        skip_below: float = 0.0,
     ) -> None:
         if n < 0:
             raise ValueError(f"n must be >= 0 rollouts per prompt, got n={n}")
@@ -119,6 +124,9 @@ class E3Control:
         self.prior = tuple(float(x) for x in prior)
         self.prior_fit = bool(prior_fit)
         self.objective = objective
+        if not 0.0 <= skip_below < 1.0:
+            raise ValueError(f"skip_below must be in [0, 1), got skip_below={skip_below}")
+        self.skip_below = float(skip_below)
         self.totals = dict.fromkeys(_TOTALS, 0.0)
         self._plan_metrics: dict[str, Any] = {}
 
@@ -161,6 +169,7 @@ class E3Control:
             tuple(budget.prior),
             budget.value_objective,
             budget.prior_fit,
+            budget.skip_below,
         )
 
     # ---- reading
@@ -198,7 +207,8 @@ class E3Control:
 
     def plan(self, prompt_ids: Sequence[str], budget: int | None = None) -> Plan:
         """Rollouts per prompt for step ``steps + 1``; ``sum(counts) == budget`` (default
-        ``n * len(prompt_ids)``), ``plan.temperature`` is the step's temperature."""
+        ``n * len(prompt_ids)``), or at most that with ``skip_below``; ``plan.temperature`` is
+        the step's temperature."""
         ids = [str(p) for p in prompt_ids]
         budget = self.n * len(ids) if budget is None else int(budget)
         self.tracker.register(ids)
@@ -208,7 +218,17 @@ class E3Control:
         counts = [int(c) for c in counts]
         if sum(counts) != budget:  # the allocators guarantee it; trainers size batches by it
             raise RuntimeError(f"allocator returned {sum(counts)} rollouts for budget {budget}")
-        return self._keep(Plan(ids, counts, ranks.tolist(), self.temperature, self.epoch, step))
+        if self.skip_below > 0:
+            counts = self._skip(ids, counts)
+        plan = Plan(ids, counts, ranks.tolist(), self.temperature, self.epoch, step)
+        return self._keep(plan, skipped=budget - sum(counts))
+
+    def _skip(self, ids: list[str], counts: list[int]) -> list[int]:
+        """The allocation without the groups forecast to carry no signal (re-checks drawn from
+        the control's rng, one uniform a prompt)."""
+        a, b = self.tracker.beliefs(ids, current_prior(self.prior, self.prior_fit, self.tracker))
+        recheck = self.rng.random(len(ids)) < self.recheck_prob
+        return skip_unlikely(counts, p_mixed(a, b, counts), self.skip_below, recheck)
 
     def pending(self) -> list[str]:
         """Candidates deferred by :meth:`select`, oldest first: the next step's candidates must
@@ -268,7 +288,7 @@ class E3Control:
                 forced[i] = True
         return forced
 
-    def _keep(self, plan: Plan, forced: int = 0) -> Plan:
+    def _keep(self, plan: Plan, forced: int = 0, skipped: int = 0) -> Plan:
         """Remember the plan for observe_rewards and its metrics (expected mixed shares under
         the tracker's beliefs, before this step's results)."""
         self._plan, self._rank_of = plan, dict(zip(plan.prompt_ids, plan.ranks, strict=True))
@@ -281,6 +301,7 @@ class E3Control:
             "prompts_rolled": rolled,
             "prompts_skipped": len(plan.counts) - rolled,
             "prompts_forced": forced,
+            "rollouts_skipped": skipped,
             "prompts_pending": len(self.pool),
             "exp_frac_rollouts_mixed": chosen,
             "exp_frac_rollouts_mixed_uniform": uniform,
@@ -290,6 +311,7 @@ class E3Control:
             self.totals["exp_rollouts_mixed_uniform"] += uniform * budget
         self.totals["prompts_rolled"] += rolled
         self.totals["prompts_skipped"] += len(plan.counts) - rolled
+        self.totals["rollouts_skipped"] += skipped
         return plan
 
     def observe(
@@ -434,7 +456,7 @@ class E3Control:
     def summary(self) -> dict[str, Any]:
         """Run totals: the share of rollouts in mixed groups (measured), what the tracker's
         posteriors expected of the counts planned and of uniform ``n`` each, prompts rolled and
-        skipped (deferred or, with ``plan``, left out)."""
+        skipped (deferred or, with ``plan``, left out), rollouts not spent (``skip_below``)."""
         t = self.totals
         ratio = (lambda x: x / t["rollouts"]) if t["rollouts"] else (lambda x: math.nan)
         return {
@@ -443,6 +465,7 @@ class E3Control:
             "exp_frac_rollouts_mixed_uniform": ratio(t["exp_rollouts_mixed_uniform"]),
             "prompts_rolled": int(t["prompts_rolled"]),
             "prompts_skipped": int(t["prompts_skipped"]),
+            "rollouts_skipped": int(t["rollouts_skipped"]),
         }
 
 

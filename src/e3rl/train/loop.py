@@ -45,6 +45,7 @@ _CONTROL_ROW_KEYS = (
     "prompts_rolled",
     "prompts_skipped",
     "prompts_forced",
+    "rollouts_skipped",
     "prompts_pending",
     "exp_frac_rollouts_mixed",
     "exp_frac_rollouts_mixed_uniform",

@@ -148,6 +148,7 @@ class E3GRPOTrainer(GRPOTrainer):
             n_key="GRPOConfig.num_generations",
             prefix="e3rl.",
             control_key="e3rl.temperature_control",
+            fixed_batch="TRL's GRPOTrainer",
         )
 
     def _e3rl_generate_every(self) -> int:

@@ -179,6 +179,7 @@ class E3rlControl:
             n_key="actor_rollout_ref.rollout.n",
             prefix="e3rl.",
             control_key="e3rl.temperature_control",
+            fixed_batch="verl",
         )
         self.settings = settings
         self.n = int(n)

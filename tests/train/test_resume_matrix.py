@@ -5,7 +5,7 @@ a metrics line written, after the newest checkpoint), resumed, and compared with
 uninterrupted run of the same config: the same metrics rows and the same final weights, bit for
 bit. The axes: learning-rate schedule (constant, cosine, linear) with the checkpoint inside the
 warm-up or after it, LoRA, bf16 autocast, entropy temperature control, each allocator, the
-transition forecast. (There is
+transition forecast, skipping (`budget.skip_below`). (There is
 no prompt-selection setting yet.) A cosine run checkpointed after its warm-up, the demo's path
 that once failed to resume, runs by default (tests/train/test_resume.py covers the allocator and the
 controller by default too); the rest are slow.
@@ -80,6 +80,10 @@ CASES = {
             "budget.n_max=8",
             "budget.forecast=transition",
         ],
+        AFTER_WARMUP,
+    ),
+    "skip-below": (  # skipped prompts and the re-check draws come from the control's saved rng
+        ["budget.skip_below=0.5", "budget.recheck_prob=0.3"],
         AFTER_WARMUP,
     ),
 }

@@ -55,7 +55,7 @@ class BudgetConfig:
     forecast_keep: float = 0.5
     """forecast=transition: bin a prompt by its history with each older visit weighted this much (0 = its last visit only)."""
     recheck_prob: float = 0.05
-    """value: chance that a prompt allocated 0 still gets a small group so its estimate stays fresh."""
+    """value, skip_below: chance that a prompt allocated 0 (or skipped) still gets a group so its estimate stays fresh."""
     value_objective: Literal["mixed", "knapsack", "mixed_rollouts"] = "mixed"
     """value: what a group is worth: P(mixed), P(mixed) x p(1-p)^2 (Knapsack-RL's weight), or c x P(mixed) (rollouts with a signal)."""
     max_deferrals: int = 2

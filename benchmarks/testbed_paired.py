@@ -6,7 +6,8 @@ Final pass@1 (mean of the last 3 validation points), AUC, pass@64, the T=1 entro
 against last 10 steps) and the share of rollouts in mixed groups: the arm's and uniform's means
 over their common seeds, and the paired difference with its 95 % bootstrap interval
 (testbed_stats.bootstrap_mean, as summary.json); the rollouts a run spent (an arm with
-`budget.skip_below` spends fewer) as the paired ratio to uniform's.
+`budget.skip_below` spends fewer) as the paired ratio to uniform's, and the arm's final pass@1
+against uniform's curve at the same rollouts (interpolated at the arm's last 3 validations).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import testbed_stats as S
 
 STATS = {
@@ -27,6 +29,15 @@ STATS = {
 
 
 RATIOS = {"rollouts spent": lambda r: r["rollouts"]}
+
+
+def at_equal_rollouts(mine: dict, uniform: dict) -> float:
+    """The arm's smoothed final pass@1 minus uniform's curve at the same cumulative rollouts."""
+    last = mine["val_curve"][-S.SMOOTH_POINTS :]
+    ux, uy = zip(*((p[1], p[2]) for p in uniform["val_curve"]), strict=True)
+    return S.smoothed_final(mine["val_curve"]) - float(
+        np.mean([np.interp(p[1], ux, uy) for p in last])
+    )
 
 
 def records(out: Path, arm: str) -> dict[int, dict]:
@@ -51,6 +62,9 @@ def paired(out: Path, arm: str) -> dict:
         }
     for name, f in RATIOS.items():
         result[name] = {"ratio": S.bootstrap_mean([f(mine[s]) / f(uniform[s]) for s in seeds])}
+    result["final pass@1 at equal rollouts"] = {
+        "difference": S.bootstrap_mean([at_equal_rollouts(mine[s], uniform[s]) for s in seeds])
+    }
     return result
 
 
@@ -71,6 +85,10 @@ def main() -> None:
     for name in RATIOS:
         d = res[name]["ratio"]
         print(f"{name}: {a.arm} / uniform {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]")
+    d = res["final pass@1 at equal rollouts"]["difference"]
+    print(
+        f"final pass@1 at equal rollouts: {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    )
     (a.out / f"paired-{a.arm}.json").write_text(json.dumps(res, indent=1))
 
 

@@ -25,8 +25,8 @@ def _record(
     rec = {
         "arm": arm,
         "seed": seed,
-        # four points: the last three average to `final`; AUC over rollouts 0-300
-        "val_curve": [[0, 0, 0.5], [1, 100, final], [2, 200, final], [3, 300, final]],
+        # four points: the last three average to `final`; AUC over rollouts 0-`rollouts`
+        "val_curve": [[0, 0, 0.5], *([k, k * rollouts / 3, final] for k in (1, 2, 3))],
         "pass_at_k": {"64": p64},
         "entropy_t1_head_tail": {"drop": drop},
         "mean_frac_rollouts_mixed": mixed,
@@ -50,6 +50,10 @@ def test_paired_differences_over_common_seeds(tmp_path):
     assert res["T=1 entropy drop"]["difference"]["mean"] == pytest.approx(-0.1)
     assert res["rollouts in mixed groups"]["difference"]["mean"] == pytest.approx(0.2)
     assert res["rollouts spent"]["ratio"]["mean"] == pytest.approx(0.75)  # 1 and 1/2
+    # equal rollouts: seed 0 spends what uniform does (0.7 against 0.6); seed 1 stops at 150,
+    # its points at 50, 100, 150 where uniform's curve (0.5 -> 0.7 at 100, then flat) is 0.6, 0.7, 0.7
+    at_equal = ((0.7 - 0.6) + (0.7 - (0.6 + 0.7 + 0.7) / 3)) / 2
+    assert res["final pass@1 at equal rollouts"]["difference"]["mean"] == pytest.approx(at_equal)
     # AUC: trapezoids (0.5 -> f over the first 100 rollouts, then flat) / 300
     auc = lambda f: ((0.5 + f) / 2 * 100 + f * 200) / 300  # noqa: E731
     assert res["AUC"]["difference"]["mean"] == pytest.approx((auc(0.7) - auc(0.6)) / 2)

@@ -53,7 +53,8 @@ def main() -> None:
     }
     table = {}
     for f in FORECASTS:
-        totals = {t: sum(tally(rows, f)[t] for rows in runs.values()) for t in TAUS}
+        per_run = [tally(rows, f) for rows in runs.values()]  # one replay a run and forecast
+        totals = {t: sum(r[t] for r in per_run) for t in TAUS}
         table[f] = {
             str(t): {"rollouts_skipped": v[0] / v[1], "mixed_groups_lost": v[2] / v[3]}
             for t, v in totals.items()

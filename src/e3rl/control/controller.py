@@ -218,17 +218,17 @@ class E3Control:
         counts = [int(c) for c in counts]
         if sum(counts) != budget:  # the allocators guarantee it; trainers size batches by it
             raise RuntimeError(f"allocator returned {sum(counts)} rollouts for budget {budget}")
-        if self.skip_below > 0:
-            counts = self._skip(ids, counts)
+        beliefs = self._beliefs(ids)
+        if self.skip_below > 0:  # drop the groups forecast to carry no signal (re-checks drawn
+            recheck = self.rng.random(len(ids)) < self.recheck_prob  # one uniform a prompt)
+            pm = p_mixed(*beliefs, counts)
+            counts = skip_unlikely(counts, pm, self.skip_below, recheck)
         plan = Plan(ids, counts, ranks.tolist(), self.temperature, self.epoch, step)
-        return self._keep(plan, skipped=budget - sum(counts))
+        return self._keep(plan, skipped=budget - sum(counts), beliefs=beliefs)
 
-    def _skip(self, ids: list[str], counts: list[int]) -> list[int]:
-        """The allocation without the groups forecast to carry no signal (re-checks drawn from
-        the control's rng, one uniform a prompt)."""
-        a, b = self.tracker.beliefs(ids, current_prior(self.prior, self.prior_fit, self.tracker))
-        recheck = self.rng.random(len(ids)) < self.recheck_prob
-        return skip_unlikely(counts, p_mixed(a, b, counts), self.skip_below, recheck)
+    def _beliefs(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The tracker's Beta (a, b) per prompt under the current prior, before this step."""
+        return self.tracker.beliefs(ids, current_prior(self.prior, self.prior_fit, self.tracker))
 
     def pending(self) -> list[str]:
         """Candidates deferred by :meth:`select`, oldest first: the next step's candidates must
@@ -288,12 +288,13 @@ class E3Control:
                 forced[i] = True
         return forced
 
-    def _keep(self, plan: Plan, forced: int = 0, skipped: int = 0) -> Plan:
+    def _keep(
+        self, plan: Plan, forced: int = 0, skipped: int = 0, beliefs: tuple | None = None
+    ) -> Plan:
         """Remember the plan for observe_rewards and its metrics (expected mixed shares under
-        the tracker's beliefs, before this step's results)."""
+        the tracker's beliefs, before this step's results; ``beliefs`` if already computed)."""
         self._plan, self._rank_of = plan, dict(zip(plan.prompt_ids, plan.ranks, strict=True))
-        prior = current_prior(self.prior, self.prior_fit, self.tracker)
-        a, b = self.tracker.beliefs(plan.prompt_ids, prior)
+        a, b = beliefs if beliefs is not None else self._beliefs(plan.prompt_ids)
         chosen, uniform = mixed_shares(a, b, plan.counts, self.n)
         budget = sum(plan.counts)
         rolled = sum(c > 0 for c in plan.counts)

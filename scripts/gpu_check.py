@@ -129,6 +129,13 @@ PLAN: list[Phase] = [
         "pytest " + " ".join(CUDA_TESTS + CORE_TESTS) + " (CUDA tests must not skip)",
     ),
     Phase(
+        "cuda_scale",
+        150,
+        "a SmolLM2-135M-shaped model (random weights) on CUDA, fp32/bf16 x lean decode on/off:"
+        " 16 prompts x 8 rollouts x 128 tokens, rollout tokens/s, one update's seconds, sampler"
+        " vs update log-probs, peak memory",
+    ),
+    Phase(
         "install_vllm", 180, f"venv-vllm: vllm=={VLLM_VERSION} + e3rl's extras, wheels preferred"
     ),
     Phase(
@@ -199,11 +206,16 @@ def build_summary(
 
     train = result("e3rl_train")
     cuda = result("cuda_train")
+    scale = result("cuda_scale")
     timings: dict[str, Any] = {f"{n}_s": r.get("seconds") for n, r in phases.items()}
     timings["e3rl_engines"] = {e: train.get(e) for e in ("hf", "vllm") if train.get(e)}
     timings["cuda_variants"] = {
         name: {k: v.get(k) for k in ("step_s", "rollout_tokens_per_s", "peak_gpu_mem_mib")}
         for name, v in (cuda.get("variants") or {}).items()
+    }
+    timings["cuda_scale"] = {
+        name: {k: v.get(k) for k in ("rollout_tokens_per_s", "update_s", "peak_gpu_mem_mib")}
+        for name, v in (scale.get("variants") or {}).items()
     }
     summary = {
         "device": device,
@@ -215,7 +227,7 @@ def build_summary(
         "outcome": outcome(phases),
         "environment": environment,
         "phases": phases,
-        "cuda": {"train": cuda, "pytest": result("cuda_pytest")},
+        "cuda": {"train": cuda, "pytest": result("cuda_pytest"), "scale": scale},
         "verl_e2e": result("verl_e2e"),
         "vllm": {"engine_tests": result("vllm_engine_tests"), "train": train},
         "timings": timings,
@@ -439,6 +451,12 @@ def wheel_install_commands(missing: list[str], result: Path) -> tuple[list[list[
     )
 
 
+def cuda_scale_command(device: str, smoke: bool, result: Path) -> list[str]:
+    """The cuda_scale phase's command; the dry run runs it with device cpu and smoke."""
+    return [sys.executable, str(TASKS), "cuda-scale", "--device", device,
+            *(["--smoke"] if smoke else []), "--result", str(result)]  # fmt: skip
+
+
 def cuda_train_command(run_dir: Path, device: str, smoke: bool, result: Path) -> list[str]:
     """The cuda_train phase's command; the dry run runs it with device cpu and smoke."""
     return [sys.executable, str(TASKS), "cuda-train", "--run-dir", str(run_dir),
@@ -632,6 +650,8 @@ class Runner:
         if name == "cuda_train":
             return [cuda_train_command(self.work / "cuda_train", "cuda", False,
                                        self.work / f"{name}.json")], env, None  # fmt: skip
+        if name == "cuda_scale":
+            return [cuda_scale_command("cuda", False, self.work / f"{name}.json")], env, None
         if name == "cuda_pytest":
             junit = self.logs / "cuda_pytest.xml"
             cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS,
@@ -708,6 +728,7 @@ class Runner:
                 self.site = SITE  # the later phases import e3rl's deps from there
             self.run_phases(("cuda_train",))
             self.run_phases(("cuda_pytest",))
+            self.run_phases(("cuda_scale",))
             self.run_phases(PARALLEL[0])
             self.run_phases(("prepare_model",))
             self.run_phases(PARALLEL[1])
@@ -828,7 +849,8 @@ def dry_run(work: Path, budget_s: float) -> int:
     check("tasks helper", lambda: _run_tasks_check())
     check("wheelhouse", lambda: _wheelhouse_ok())
     check("carry size", lambda: _carry_ok())
-    check("cuda_train smoke (cpu, 1 step, 4 variants)", lambda: _cuda_smoke(work))
+    check("cuda_train smoke (cpu, 3 steps, 4 variants)", lambda: _cuda_smoke(work))
+    check("cuda_scale smoke (cpu, 2 layers, 4 variants)", lambda: _scale_smoke(work))
     check("cuda_pytest files", lambda: _pytest_files_ok())
     for phase, needs in (("install_vllm", ("vllm",)), ("install_verl", ("verl", "vllm", "ray"))):
         src, where = install_source(needs)
@@ -875,8 +897,9 @@ def _carry_ok(limit_mib: float = CARRY_LIMIT_MIB * 0.75) -> str:
 
 
 def _cuda_smoke(work: Path) -> str:
-    """cuda_train's own command on CPU, 1 step of each variant: its command line, configs and
-    result file work; the log-prob and temperature checks run on those steps too."""
+    """cuda_train's own command on CPU, 3 steps of each variant: its command line, configs and
+    result file work, and its log-prob and temperature checks pass on those steps (the first GPU
+    run found the temperature check reading a row the dry run's single step never wrote)."""
     run = work / "dry-cuda"
     shutil.rmtree(run, ignore_errors=True)  # the trainer refuses to overwrite a run
     result = work / "dry-cuda.json"
@@ -885,10 +908,28 @@ def _cuda_smoke(work: Path) -> str:
            "E3RL_CACHE": str(work / "dry-cache")}  # fmt: skip
     out = subprocess.run(cuda_train_command(run, "cpu", True, result), capture_output=True,
                          text=True, env=env, cwd=REPO, timeout=300)  # fmt: skip
-    if out.returncode != 0:
+    found = json.loads(result.read_text()) if result.is_file() else None
+    if out.returncode != 0 and not (found and found["errors"]):
         raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip()[-2000:]}")
-    variants = json.loads(result.read_text())["variants"]
-    return f"{len(variants)} variants ran ({', '.join(variants)})"
+    if found["errors"]:
+        raise RuntimeError("; ".join(found["errors"])[:2000])
+    variants = found["variants"]
+    return f"{len(variants)} variants ran and passed ({', '.join(variants)})"
+
+
+def _scale_smoke(work: Path) -> str:
+    """cuda_scale's own command on CPU with 2 layers: its command line and checks work."""
+    result = work / "dry-scale.json"
+    result.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run(cuda_scale_command("cpu", True, result), capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=300)  # fmt: skip
+    found = json.loads(result.read_text()) if result.is_file() else None
+    if not found:
+        raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip()[-2000:]}")
+    if found["errors"]:
+        raise RuntimeError("; ".join(found["errors"])[:2000])
+    return f"{len(found['variants'])} variants ran and passed ({', '.join(found['variants'])})"
 
 
 def _pytest_files_ok() -> str:

@@ -449,14 +449,14 @@ LOGPROB_TOL = {"float32": {"max": 1e-3}, "bfloat16": {"max": 0.25, "mean": 0.02}
 def cuda_overrides(dtype: str, lean: bool, out: str, device: str, smoke: bool) -> list[str]:
     """configs/demo.yaml's tiny model with a short warm start (100 steps; it runs on CPU), on
     `device`, entropy-steered temperature from step 3; `smoke` (the dry run on CPU): no warm
-    start, 1 step of 2 x 2."""
+    start, 3 steps of 2 x 2 (warm-up, the first controlled step, the step sampled at its choice)."""
     return [
         "model.path=tiny",
         f"model.warm_start.steps={0 if smoke else 100}",
         f"model.dtype={dtype}",
         f"trainer.device={device}",
         f"trainer.threads={1 if smoke else 0}",
-        f"trainer.total_steps={1 if smoke else CUDA_STEPS}",
+        f"trainer.total_steps={3 if smoke else CUDA_STEPS}",
         "trainer.eval_every=0",
         "trainer.save_every=0",
         "data.val=null",
@@ -580,6 +580,102 @@ def cuda_train(args) -> dict[str, Any]:
             out["errors"].append(f"{name}: skipped updates {[r['skipped_updates'] for r in rows]}")
         if len(rows) != cfg.trainer.total_steps:
             out["errors"].append(f"{name}: {len(rows)} steps logged of {cfg.trainer.total_steps}")
+        out["variants"][name] = res
+        _free_gpu()
+    out["ok"] = not out["errors"]
+    return out
+
+
+# SmolLM2-135M's shapes (134,515,008 parameters, as the GGUF loads), random weights: its 98 MB
+# file cannot travel to the lent machines, the speed and memory of its architecture can.
+SMOLLM2_SHAPES = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+                  "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                  "rope_theta": 100000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
+                  "max_position_embeddings": 2048}  # fmt: skip
+SCALE_WORK = {"prompts": 16, "n": 8, "prompt_tokens": 48, "new_tokens": 128, "repeats": 3}
+
+
+class _IdTokenizer:
+    """The little of a tokenizer HFEngine uses, for a model with random weights."""
+
+    pad_token_id, eos_token_id = 0, 1
+
+    def batch_decode(self, rows, skip_special_tokens=True):
+        return [" ".join(map(str, r)) for r in rows]
+
+
+def cuda_scale(args) -> dict[str, Any]:
+    """Rollouts and one update of a SmolLM2-135M-shaped model on `--device`, per dtype x decode
+    path: rollout tokens/s (median of the repeats after one warm-up), the update's seconds, the
+    sampler's log-probs against the update's forward, peak GPU memory. `--smoke`: 2 layers."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from e3rl.config import AlgoConfig
+    from e3rl.precision import compute_dtype
+    from e3rl.rollout.hf import HFEngine
+    from e3rl.train.update import policy_update, reference_logprobs
+
+    cuda = args.device.startswith("cuda")
+    shapes = dict(SMOLLM2_SHAPES, **({"num_hidden_layers": 2, "vocab_size": 512} if args.smoke
+                                     else {}))  # fmt: skip
+    work = dict(SCALE_WORK, **({"prompts": 2, "n": 2, "new_tokens": 8, "repeats": 1}
+                               if args.smoke else {}))  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**shapes)).to(args.device)
+    gen = torch.Generator().manual_seed(0)
+    prompts = torch.randint(2, shapes["vocab_size"], (work["prompts"], work["prompt_tokens"]),
+                            generator=gen).tolist()  # fmt: skip
+    counts = [work["n"]] * work["prompts"]
+    out: dict[str, Any] = {"errors": [], "device": args.device, "shapes": shapes, "work": work,
+                           "parameters": sum(p.numel() for p in model.parameters()),
+                           "variants": {}}  # fmt: skip
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for name, dtype, lean in CUDA_VARIANTS:
+        amp = compute_dtype(dtype)
+        try:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            engine = HFEngine(model, _IdTokenizer(), 128, torch.Generator().manual_seed(1),
+                              autocast_dtype=amp, lean_decode=lean)  # fmt: skip
+            times = []
+            for _ in range(1 + work["repeats"]):  # the first is warm-up
+                sync()
+                t = time.perf_counter()
+                r = engine.generate(prompts, counts, 1.0, work["new_tokens"])
+                sync()
+                times.append(time.perf_counter() - t)
+            tokens = int(r.response_mask.sum())
+            ref = reference_logprobs(model, r, 1.0, 32, amp)
+            gap = (ref - r.logprobs)[r.response_mask.bool()].abs()
+            opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the weights stay
+            adv = torch.randn(len(r), generator=gen)
+            sync()
+            t = time.perf_counter()
+            policy_update(model, opt, r, adv, 1.0, AlgoConfig(micro_batch_size=32), 1.0,
+                          autocast_dtype=amp)  # fmt: skip
+            sync()
+            update_s = time.perf_counter() - t
+            del opt
+        except Exception as e:  # record and go on to the next variant
+            out["errors"].append(f"{name}: {type(e).__name__}: {str(e)[:500]}")
+            continue
+        res = {
+            "decode_path": engine.decode_path,
+            "rollouts": len(r),
+            "tokens": tokens,
+            "generate_s": statistics.median(times[1:]),
+            "rollout_tokens_per_s": tokens / statistics.median(times[1:]),
+            "update_s": update_s,
+            "logprob_gap": {"max": float(gap.max()), "mean": float(gap.mean())},
+        }
+        if cuda:
+            res["peak_gpu_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        out["errors"] += gap_errors(
+            name, dtype, lean, {"1.0": res["logprob_gap"], "decode_path": res["decode_path"]}
+        )
+        if len(r) != sum(counts):
+            out["errors"].append(f"{name}: {len(r)} rollouts of {sum(counts)}")
         out["variants"][name] = res
         _free_gpu()
     out["ok"] = not out["errors"]
@@ -717,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         "verl-e2e",
         "train-bench",
         "cuda-train",
+        "cuda-scale",
         "imports",
     ):
         p = sub.add_parser(name)
@@ -736,11 +833,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == "cuda-train":
             p.add_argument("--run-dir", required=True)
             p.add_argument("--device", default="cuda")
-            p.add_argument("--smoke", action="store_true", help="no warm start, 1 step of 2 x 2")
+            p.add_argument("--smoke", action="store_true", help="no warm start, 3 steps of 2 x 2")
+        if name == "cuda-scale":
+            p.add_argument("--device", default="cuda")
+            p.add_argument("--smoke", action="store_true", help="2 layers, 2 x 2 rollouts")
     args = ap.parse_args(argv)
     fn = {"dry-run": dry_run, "make-venv": make_venv, "versions": versions, "prepare": prepare,
           "verl-e2e": verl_e2e, "train-bench": train_bench,
-          "cuda-train": cuda_train, "imports": imports}[args.cmd]  # fmt: skip
+          "cuda-train": cuda_train, "cuda-scale": cuda_scale, "imports": imports}[args.cmd]  # fmt: skip
     out = fn(args)
     if args.result:
         args.result.parent.mkdir(parents=True, exist_ok=True)

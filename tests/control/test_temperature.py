@@ -41,13 +41,13 @@ def test_warmup_of_one_step_then_updates():
 
     # Step 1 is warm-up: recorded, temperature kept.
     assert c.update(1.5) == 1.0
-    assert c.target_entropy is None
+    assert c.target_entropy is None and c.last_target is None
     assert c.step == 1
 
     # Step 2: target = mean(1.5) = 1.5; H = 0.75 is below it, so T rises:
     # T = 1.0 * (1 + 1.0 * ln(1.5 / 0.75) / D) = 1 + 0.693147 / 7.734142 = 1.089622
     assert c.update(0.75) == pytest.approx(1.089622, abs=1e-6)
-    assert c.target_entropy == 1.5
+    assert c.target_entropy == c.last_target == 1.5  # the target step 2 set and used
 
     # Step 3: H = 3.0 is above the target, so T falls:
     # T = 1.089622 * (1 + 1.089622 * ln(1.5 / 3.0) / D)
@@ -190,6 +190,7 @@ def test_temperature_update_uses_the_target_before_this_steps_annealing():
     # T = 1 * (1 + ln(1.970711 / 1.9) / D) = 1 + 0.036540 / 7.734142 = 1.004725
     assert c.update(1.9) == pytest.approx(1.004725, abs=1e-6)
     assert c.target_entropy == pytest.approx(1.9, abs=1e-12)
+    assert c.last_target == pytest.approx(1.970711, abs=1e-6)  # what a metrics row shows
 
 
 def test_annealing_scales_the_warmup_target():

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
 from e3rl.rollout.hf import HFEngine, sample_tokens
-from e3rl.rollout.kv_cache import new_cache
+from e3rl.rollout.kv_cache import cache_kwarg, new_cache
 from e3rl.rollout.lean_decode import LeanDecoder, unsupported_reason
 
 VOCAB = 97
@@ -63,9 +63,12 @@ def test_logits_match_transformers_at_every_step(name, padded):
             ids[r, :pad], attn[r, :pad] = 0, 0
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     caches = [new_cache(4), new_cache(4)]  # room 4 < steps: the buffers must also grow
+    arg = cache_kwarg(model)  # transformers < 5.2x drops an unknown `cache=` into **kwargs
     with torch.no_grad():
         for cache in caches:
-            model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, cache=cache)
+            model(
+                input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **{arg: cache}
+            )
         lean = LeanDecoder(model)
         tok, next_pos = torch.randint(2, VOCAB, (b,), generator=gen), pos[:, -1] + 1
         for t in range(steps):
@@ -75,7 +78,7 @@ def test_logits_match_transformers_at_every_step(name, padded):
                 attention_mask=attn if padded else None,
                 position_ids=next_pos[:, None],
                 use_cache=True,
-                cache=caches[0],
+                **{arg: caches[0]},
             ).logits[:, -1]
             ours = lean.step(tok, next_pos, caches[1], attn if padded else None)
             torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-5)

@@ -62,11 +62,16 @@ def test_dry_run_prints_the_plan_and_passes(tmp_path):
     assert "e3rl section of the verl run: allocator=rank, temperature=entropy" in out.stdout
     assert "cuda_train overrides: configs/demo.yaml + overrides load (fp32-lean," in out.stdout
     # the cuda_train phase's own command ran on CPU, one step of each variant
-    assert "[ok] cuda_train smoke (cpu, 1 step, 4 variants): 4 variants ran" in out.stdout
+    assert (
+        "[ok] cuda_train smoke (cpu, 3 steps, 4 variants): 4 variants ran and passed" in out.stdout
+    )
+    assert (
+        "[ok] cuda_scale smoke (cpu, 2 layers, 4 variants): 4 variants ran and passed" in out.stdout
+    )
     smoke = json.loads((tmp_path / "dry-cuda.json").read_text())
     assert smoke["ok"] and set(smoke["variants"]) == {n for n, _, _ in T.CUDA_VARIANTS}
     for v in smoke["variants"].values():
-        assert v["steps"] == 1 and v["rollouts_per_step"] == 4
+        assert v["steps"] == 3 and v["rollouts_per_step"] == 4
         assert set(v["logprob_gap"]) == {str(t) for t in T.LOGPROB_TEMPERATURES}
     assert "[warn] wheelhouse: no .whl/" in out.stdout
     assert "[ok] carry size: working tree" in out.stdout
@@ -407,7 +412,7 @@ def test_a_gpu_machine_without_vllm_runs_the_cuda_phases_first(tmp_path, monkeyp
     real = G.Runner.commands
 
     def commands(self, name):
-        if name in ("install_wheels", "cuda_train", "cuda_pytest"):
+        if name in ("install_wheels", "cuda_train", "cuda_pytest", "cuda_scale"):
             ran.append(name)
             (self.work / f"{name}.json").write_text('{"ok": true, "errors": [], "n": 1}')
             return [["true"]], {}, None
@@ -416,9 +421,11 @@ def test_a_gpu_machine_without_vllm_runs_the_cuda_phases_first(tmp_path, monkeyp
     monkeypatch.setattr(G.Runner, "commands", commands)
     r = G.Runner(tmp_path / "work", tmp_path / "results", 560)
     assert r.run() == 2
-    assert ran == ["install_wheels", "cuda_train", "cuda_pytest"]
+    assert ran == ["install_wheels", "cuda_train", "cuda_pytest", "cuda_scale"]
     s = json.loads((tmp_path / "results" / "summary.json").read_text())
-    assert s["outcome"]["passed"] == ["probe", "install_wheels", "cuda_train", "cuda_pytest"]
+    assert s["outcome"]["passed"] == [
+        "probe", "install_wheels", "cuda_train", "cuda_pytest", "cuda_scale"
+    ]  # fmt: skip
     env = s["outcome"]["unavailable_environment"]
     assert "holds no vllm wheel" in env["install_vllm"]
     assert set(env) == {"install_vllm", "install_verl", "prepare_model", "vllm_engine_tests",
@@ -513,5 +520,5 @@ def test_cuda_overrides_configure_each_variant():
             assert (cfg.model.dtype, cfg.rollout.lean_decode) == (dtype, lean)
             assert cfg.rollout.temperature_control == "entropy"
             assert cfg.temperature.warmup_steps == 1
-            assert cfg.trainer.total_steps == (1 if smoke else T.CUDA_STEPS)
+            assert cfg.trainer.total_steps == (3 if smoke else T.CUDA_STEPS)
             assert cfg.model.warm_start.steps == (0 if smoke else 100)

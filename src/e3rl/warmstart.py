@@ -334,8 +334,9 @@ def _greedy(model, tokenizer, questions: list[str], max_new: int, first_mask=Non
         procs = LogitsProcessorList(
             [_First(enc.input_ids.shape[1])] if first_mask is not None else []
         )
-        gen = model.generate(
-            **enc,
+        gen = model.generate(  # not **enc: it holds token_type_ids under transformers 4.56
+            input_ids=enc.input_ids,
+            attention_mask=enc.attention_mask,
             max_new_tokens=max_new,
             do_sample=False,
             logits_processor=procs,
@@ -363,7 +364,8 @@ def probe_base(model, tokenizer, task: TaskConfig, max_new_tokens: int = 36) -> 
         enc = tokenizer(
             qs[s : s + 100], return_tensors="pt", padding=True, add_special_tokens=False
         )
-        logits = model(**enc).logits[:, -1, :].float()
+        logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+        logits = logits[:, -1, :].float()
         probs = torch.softmax(logits, -1)[:, : len(tokenizer)]
         p_worked += (probs * worked_mask[: probs.shape[1]]).sum(-1).tolist()
     rows: dict[int, dict] = {}

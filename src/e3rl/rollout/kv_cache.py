@@ -42,6 +42,9 @@ def new_cache(room: int) -> DynamicCache:
 
 
 if DynamicLayer is not None:
+    _LAZY_INIT_TAKES_VALUES = (
+        "value_states" in inspect.signature(DynamicLayer.lazy_initialization).parameters
+    )
 
     class RoomyLayer(DynamicLayer):
         """One layer's keys and values in buffers of shape [batch, heads, capacity, head_dim]."""
@@ -54,8 +57,13 @@ if DynamicLayer is not None:
             self._v: torch.Tensor | None = None
 
         def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
+            # transformers >= 4.57 tracks `is_initialized` and initialises from keys and values;
+            # 4.56 checks `keys is None` and initialises from the keys alone
+            if not getattr(self, "is_initialized", self.keys is not None):
+                if _LAZY_INIT_TAKES_VALUES:
+                    self.lazy_initialization(key_states, value_states)
+                else:
+                    self.lazy_initialization(key_states)
             n = key_states.shape[-2]
             if self._k is None or self.length + n > self._k.shape[-2]:
                 self._grow(key_states, value_states, self.length + n + self.room)

@@ -908,13 +908,7 @@ def _cuda_smoke(work: Path) -> str:
            "E3RL_CACHE": str(work / "dry-cache")}  # fmt: skip
     out = subprocess.run(cuda_train_command(run, "cpu", True, result), capture_output=True,
                          text=True, env=env, cwd=REPO, timeout=300)  # fmt: skip
-    found = json.loads(result.read_text()) if result.is_file() else None
-    if out.returncode != 0 and not (found and found["errors"]):
-        raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip()[-2000:]}")
-    if found["errors"]:
-        raise RuntimeError("; ".join(found["errors"])[:2000])
-    variants = found["variants"]
-    return f"{len(variants)} variants ran and passed ({', '.join(variants)})"
+    return _smoke_verdict(out, result)
 
 
 def _scale_smoke(work: Path) -> str:
@@ -924,12 +918,18 @@ def _scale_smoke(work: Path) -> str:
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run(cuda_scale_command("cpu", True, result), capture_output=True, text=True,
                          env=env, cwd=REPO, timeout=300)  # fmt: skip
+    return _smoke_verdict(out, result)
+
+
+def _smoke_verdict(out: subprocess.CompletedProcess, result: Path) -> str:
+    """A smoke run's outcome: its checks' own errors where it wrote them, else its stderr."""
     found = json.loads(result.read_text()) if result.is_file() else None
-    if not found:
-        raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip()[-2000:]}")
-    if found["errors"]:
+    if found and found["errors"]:
         raise RuntimeError("; ".join(found["errors"])[:2000])
-    return f"{len(found['variants'])} variants ran and passed ({', '.join(found['variants'])})"
+    if out.returncode != 0 or not found:
+        raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip()[-2000:]}")
+    variants = found["variants"]
+    return f"{len(variants)} variants ran and passed ({', '.join(variants)})"
 
 
 def _pytest_files_ok() -> str:

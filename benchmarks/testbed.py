@@ -185,6 +185,7 @@ def make_record(
         "val_curve": curve,
         "greedy_curve": [[0, 0, summary["base_val_accuracy"]]]
         + [[r["step"], r["cum_rollouts"], r["val_accuracy"]] for r in rows if "val_accuracy" in r],
+        "val_by_level_curve": [[r["step"], r["val_by_level"]] for r in rows if "val_by_level" in r],
         "rollouts": summary["rollouts"],
         "tokens": summary["tokens"],
         "pass_at_k": passk,

@@ -159,3 +159,24 @@ def test_groups_are_not_logged_by_default(tmp_path):
     cfg = load_config(None, [*EASY_TASK, "trainer.total_steps=1", f"trainer.output_dir={tmp_path}"])
     train(cfg, quiet=True)
     assert "groups" not in _rows(tmp_path)[0]
+
+
+@pytest.mark.parametrize("eval_n", [0, 2])
+def test_validation_per_level_adds_up_to_the_whole(tmp_path, eval_n):
+    """`val_by_level` (greedy, or pass@1 with trainer.eval_n) weighted by each level's prompts is
+    the step's own `val_accuracy` / `val_pass@1`, computed over all prompts by another path."""
+    from collections import Counter
+
+    from e3rl.data import task_prompts
+
+    overrides = [*TINY, "trainer.total_steps=1", "trainer.eval_every=1", "data.val_limit=14"]
+    cfg = load_config(
+        None, [*overrides, f"trainer.eval_n={eval_n}", f"trainer.output_dir={tmp_path}"]
+    )
+    train(cfg, quiet=True)
+    (row,) = [r for r in _rows(tmp_path) if "val_accuracy" in r]
+    counts = Counter(p.meta["level"] for p in task_prompts(cfg.task, "val")[:14])
+    by_level = row["val_by_level"]
+    assert sorted(by_level) == sorted(str(lv) for lv in counts)
+    whole = sum(by_level[str(lv)] * c for lv, c in counts.items()) / sum(counts.values())
+    assert whole == pytest.approx(row["val_pass@1" if eval_n else "val_accuracy"], abs=1e-3)

@@ -134,10 +134,10 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: Literal["arith", "countdown"] = "arith"
+    name: Literal["arith", "countdown", "addition"] = "arith"
     """Built-in task used by data sources of the form 'arith:train' / 'countdown:val'."""
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    """Difficulty levels to generate (see e3rl.tasks.arith / e3rl.tasks.countdown for each level)."""
+    """Difficulty levels to generate (see e3rl.tasks.arith, .countdown, .addition for each level)."""
     worked_fraction: float = 0.5
     """Share of multi-step warm-start examples that show the worked steps (the rest answer directly)."""
     worked_prior: float | None = None

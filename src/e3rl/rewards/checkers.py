@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Callable
 
-from e3rl.tasks import arith, countdown
+from e3rl.tasks import addition, arith, countdown
 
 RewardFn = Callable[..., float]
 
@@ -104,12 +104,17 @@ def countdown_reward(response: str, answer: str, **_: object) -> float:
     return countdown.score(response, answer)
 
 
+def addition_reward(response: str, answer: str, **_: object) -> float:
+    return addition.score(response, answer)
+
+
 REWARDS: dict[str, RewardFn] = {
     "exact": exact_reward,
     "numeric": numeric_reward,
     "math": math_reward,
     "arith": arith_reward,
     "countdown": countdown_reward,
+    "addition": addition_reward,
 }
 
 

@@ -67,9 +67,10 @@ def _call(fn: RewardFn, response: str, answer: str, info: dict, timeout: float):
 
 def needs_isolation(fn: RewardFn) -> bool:
     """math-verify and user functions may hang in C code; the built-in string checkers cannot."""
-    from e3rl.rewards.checkers import arith_reward, countdown_reward, exact_reward, numeric_reward
+    from e3rl.rewards import checkers as C
 
-    return fn not in (arith_reward, countdown_reward, exact_reward, numeric_reward)
+    builtin = (C.arith_reward, C.countdown_reward, C.addition_reward, C.exact_reward)
+    return fn not in (*builtin, C.numeric_reward)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Built-in verifiable tasks with graded difficulty (demos, tests, benchmarks)."""
 
-from e3rl.tasks import arith, countdown
+from e3rl.tasks import addition, arith, countdown
 
-TASKS = {"arith": arith, "countdown": countdown}
+TASKS = {"arith": arith, "countdown": countdown, "addition": addition}

@@ -173,6 +173,11 @@ def validate(engine, val, reward, cfg: Config) -> dict[str, Any]:
     )
     out = {"val_accuracy": res["greedy_accuracy"]}
     out.update({f"val_pass@{k}": v for k, v in res.get("pass_at_k", {}).items()})
+    # per level, so that a curve's shape can be read off the levels that move (docs/benchmarks.md)
+    by_level = res["by_group"].get("level", {})
+    if len(by_level) > 1:
+        key = "pass@1" if n > 0 else "correct"
+        out["val_by_level"] = {lv: round(row[key], 4) for lv, row in by_level.items()}
     out["_samples"] = [item["response"] for item in res["items"][: cfg.trainer.log_samples]]
     return out
 

@@ -1,0 +1,101 @@
+"""Multi-digit addition worked column by column, with carries, at graded lengths.
+
+Why this task: every column is the same small skill (add two digits and a carry), and a response
+is right only if every column is, so a policy's accuracy on n-digit sums is roughly its column
+accuracy to the power n. Sharpening that one skill lifts short sums first and long ones later:
+a learning curve that keeps rising for as long as the column skill improves, instead of one
+switch (issue 15's "long curve"). A weakly warm-started base solves short sums almost always and
+long ones rarely.
+
+A prompt is `4837+2956=`; the worked response adds the columns from the right, writing the carry
+in as `+1` where there is one, then the sum after `#`:
+`7+6=13,3+5+1=9,8+9=17,4+2+1=7#7793`. The direct response is the sum alone (`#7793`). The final
+answer follows the last `#` (or sits in `\\boxed{}` for chat models), as in `arith`.
+
+| level | operands        |
+|-------|-----------------|
+| n     | two n-digit numbers (1 <= n <= 8; the leading digit is not 0 above n = 1) |
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from e3rl.tasks import arith
+from e3rl.tasks import generation as G
+
+LEVELS: dict[int, int] = {n: n for n in range(1, 9)}
+"""level -> digits of each operand."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    """The two operands and '=', e.g. '4837+2956='."""
+    answer: int
+    solution: str
+    """Worked answer, one column per step from the right, the sum after '#'."""
+    level: int
+
+    @property
+    def direct(self) -> str:
+        """The sum alone, without the columns."""
+        return f"#{self.answer}"
+
+
+def instruction(p: Problem) -> str:
+    """The prompt's text for a chat model."""
+    return f"Compute {p.question[:-1]}. Put the final answer in \\boxed{{}}."
+
+
+def columns(a: int, b: int) -> str:
+    """The worked columns of a + b, right to left: '7+6=13,3+5+1=9' for 37 + 56."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x = int(da[i]) if i < len(da) else 0
+        y = int(db[i]) if i < len(db) else 0
+        total = x + y + carry
+        steps.append(f"{x}+{y}" + ("+1" if carry else "") + f"={total}")
+        carry = total // 10
+    return ",".join(steps)
+
+
+def _operand(rng: random.Random, digits: int) -> int:
+    lo = 0 if digits == 1 else 10 ** (digits - 1)
+    return rng.randint(lo, 10**digits - 1)
+
+
+def make_problem(rng: random.Random, level: int) -> Problem:
+    if level not in LEVELS:
+        raise ValueError(f"addition level {level} does not exist; valid levels: {sorted(LEVELS)}")
+    a, b = _operand(rng, LEVELS[level]), _operand(rng, LEVELS[level])
+    return Problem(
+        question=f"{a}+{b}=", answer=a + b, solution=f"{columns(a, b)}#{a + b}", level=level
+    )
+
+
+def generate(
+    levels: list[int], size: int, seed: int, exclude: set[str] | None = None
+) -> list[Problem]:
+    """`size` distinct problems spread evenly over `levels` (round robin), deterministic in seed."""
+    return G.generate(make_problem, "addition", levels, size, seed, exclude)
+
+
+def stream(levels: list[int], seed: int, exclude: set[str] | None = None) -> Iterator[Problem]:
+    """An endless supply of problems (levels in turn), skipping the `exclude`d questions."""
+    return G.stream(make_problem, levels, seed, exclude)
+
+
+def splits(
+    levels: list[int], train_size: int, val_size: int, seed: int
+) -> dict[str, list[Problem]]:
+    """Train and validation splits; validation questions never occur in training."""
+    return G.splits(make_problem, "addition", levels, train_size, val_size, seed)
+
+
+# The answer is an integer after the last '#' (or in \boxed{}), exactly as arith's.
+extract_answer = arith.extract_answer
+score = arith.score

@@ -178,3 +178,36 @@ def test_the_announced_minutes_grow_with_the_models_weights_and_the_sequences():
     )  # 4x the weights: 26 min
     half = ModelConfig(warm_start=WarmStartConfig(steps=1500, batch_size=48))
     assert warm_start_minutes(half) == pytest.approx(3.6)
+
+
+def test_a_saved_tokenizer_loads_under_transformers_4_too(tmp_path):
+    """Bases and checkpoints name a tokenizer class transformers 4.x knows (5.x writes
+    `TokenizersBackend`), and the file reloads to the same tokenizer here; with the floor venv
+    of `make test-transformers-floor` present, transformers 4.56 loads it too."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from e3rl.tiny import save_tokenizer, train_tokenizer
+
+    tok = train_tokenizer(["12+34=46", "7+8=15,1+2=3#15"])
+    save_tokenizer(tok, tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    text = "37+56=7+6=13,3+5+1=9#93"
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(text)["input_ids"] == tok(text)["input_ids"]
+    assert (again.eos_token, again.pad_token) == (tok.eos_token, tok.pad_token)
+    floor = Path(__file__).resolve().parents[1] / ".venv-compat" / "bin" / "python"
+    if not floor.exists():
+        return
+    code = (
+        "import sys, transformers as T; t = T.AutoTokenizer.from_pretrained(sys.argv[1]); "
+        f"print(T.__version__, t({text!r})['input_ids'])"
+    )
+    out = subprocess.run([floor, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    version, ids = out.stdout.strip().split(" ", 1)
+    assert version.startswith("4.") and json.loads(ids) == tok(text)["input_ids"]

@@ -6,12 +6,15 @@ start build on it, so neither needs the other.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from e3rl.config import TinyModelConfig
 
-__all__ = ["SPECIAL_TOKENS", "build_tiny_model", "train_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "build_tiny_model", "save_tokenizer", "train_tokenizer"]
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
@@ -36,6 +39,22 @@ def train_tokenizer(corpus: list[str], vocab_size: int = 384) -> PreTrainedToken
     )
     tok.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def save_tokenizer(tokenizer, path: str | Path) -> None:
+    """`tokenizer.save_pretrained(path)`, loadable by transformers 4.x as well as 5.x.
+
+    transformers 5 records a tokenizer.json tokenizer as class `TokenizersBackend`, a name 4.x
+    does not know, so a base or checkpoint written by 5.x would not load where vLLM or verl pin
+    4.x. `PreTrainedTokenizerFast` reads the same tokenizer.json in both (the shipped demo base
+    names it)."""
+    tokenizer.save_pretrained(path)
+    config = Path(path) / "tokenizer_config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if data.get("tokenizer_class") == "TokenizersBackend":
+            data["tokenizer_class"] = "PreTrainedTokenizerFast"
+            config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
 
 
 def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int = 0) -> torch.nn.Module:

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from e3rl.config import ModelConfig, TaskConfig
 from e3rl.tasks import TASKS
-from e3rl.tiny import build_tiny_model, train_tokenizer
+from e3rl.tiny import build_tiny_model, save_tokenizer, train_tokenizer
 
 FORMAT_VERSION = 3  # bump when the task format or the warm start changes meaning
 
@@ -248,7 +248,7 @@ def save_base(model, tokenizer, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from e3rl.tiny import save_tokenizer
 from e3rl.train.testing import kill_point
 
 CKPT_DIR = "checkpoints"
@@ -111,7 +112,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         torch.save(plain(optim_state), tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         _fsync_tree(tmp)
@@ -179,7 +180,7 @@ def save_model_atomic(path: Path, model, tokenizer) -> None:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         _fsync_tree(tmp)
         _replace_dir(tmp, path)
     except BaseException:

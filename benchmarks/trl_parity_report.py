@@ -103,6 +103,44 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
 
 
+# one-sided 95 % t quantiles: 1..30 degrees of freedom, then 40, 60, 120 (a dof between two
+# rows takes the smaller one's, which is the larger quantile: conservative)
+_T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782,
+        1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711,
+        1.708, 1.706, 1.703, 1.701, 1.699, 1.697)  # fmt: skip
+_T95_TAIL = ((120, 1.658), (60, 1.671), (40, 1.684))
+NONINFERIORITY_MARGIN = 0.01
+"""One point of greedy accuracy: the margin the testbed suite declared for pass@64."""
+
+
+def t95(dof: float) -> float:
+    """The one-sided 95 % t quantile at floor(dof) degrees of freedom (conservative between
+    tabulated values)."""
+    if dof < 1:
+        raise ValueError(f"a t bound needs at least 1 degree of freedom, not {dof}")
+    for at, value in _T95_TAIL:
+        if dof >= at:
+            return value
+    return _T95[min(int(dof), 30) - 1]
+
+
+def non_inferiority(
+    peer: list[float], ours: list[float], margin: float = NONINFERIORITY_MARGIN
+) -> dict:
+    """Does `ours` learn at least as much as `peer`, to within `margin`? (docs/benchmarks.md,
+    "read for non-inferiority"). Welch t over runs on peer - ours: "at least as much" if the
+    one-sided 95 % upper bound is below the margin, "less" if the two-sided 95 % interval
+    excludes 0 in the peer's favour, otherwise "undecided"."""
+    if len(peer) < 2 or len(ours) < 2:
+        raise ValueError("non-inferiority needs at least 2 runs a side")
+    va, vb = statistics.variance(peer) / len(peer), statistics.variance(ours) / len(ours)
+    diff, se = statistics.fmean(peer) - statistics.fmean(ours), (va + vb) ** 0.5
+    dof = (va + vb) ** 2 / (va**2 / (len(peer) - 1) + vb**2 / (len(ours) - 1))
+    upper, low95 = diff + t95(dof) * se, diff - t975(int(dof)) * se
+    verdict = "at least as much" if upper < margin else "less" if low95 > 0 else "undecided"
+    return {"diff": diff, "upper95": upper, "low95": low95, "dof": dof, "verdict": verdict}
+
+
 def seed_correlation(a: list[dict], b: list[dict]) -> float | None:
     """Pearson r of two arms' greedy accuracies over the seeds they share (records in seed order):
     how much a run's outcome follows what the seed fixes in both (e.g. the data order). None
@@ -230,6 +268,17 @@ def summarize(out: Path, base_eval: dict | None, arm_order: list[str]) -> str:
             ga = [r["greedy_accuracy"] for r in runs[a].values()]
             gb = [r["greedy_accuracy"] for r in runs[b].values()]
             lines.append(f"- {a} − {b}: {seed_level_difference(ga, gb)}")
+    if "trl" in runs and "e3rl" in runs and len(runs["trl"]) > 1 and len(runs["e3rl"]) > 1:
+        ni = non_inferiority(
+            [r["greedy_accuracy"] for r in runs["trl"].values()],
+            [r["greedy_accuracy"] for r in runs["e3rl"].values()],
+        )
+        lines += [
+            "",
+            f"Non-inferiority of e3rl to TRL (margin {NONINFERIORITY_MARGIN}, Welch t over runs): "
+            f"trl − e3rl {ni['diff']:+.4f}, one-sided 95 % upper bound {ni['upper95']:+.4f} "
+            f"({ni['dof']:.1f} dof) → e3rl learns **{ni['verdict']}**.",
+        ]
     if all(a in runs for a in FACTORIAL):
         cells = {FACTORIAL[a]: [r["greedy_accuracy"] for r in runs[a].values()] for a in FACTORIAL}
         eff = factorial_effects(cells)

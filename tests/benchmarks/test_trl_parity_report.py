@@ -134,3 +134,33 @@ def test_seed_correlation_by_hand():
     assert P.seed_correlation(rec([1, 2, 3]), rec([2, 4, 7])) == pytest.approx(0.99340, abs=1e-5)
     assert P.seed_correlation(rec([1, 2]), rec([2, 4])) is None
     assert P.seed_correlation(rec([1, 1, 1]), rec([2, 4, 7])) is None
+
+
+def test_non_inferiority_on_hand_computed_cases():
+    # peer [0.45, 0.47, 0.46], ours [0.44, 0.44, 0.45]: d = 0.46 - 0.44333 = 0.016667;
+    # variances 1e-4 and 3.333e-5 over 3 runs -> se = sqrt(3.333e-5 + 1.111e-5) = 0.0066667;
+    # Welch dof = (4.444e-5)^2 / ((3.333e-5)^2 / 2 + (1.111e-5)^2 / 2) = 3.2 -> t95(3) = 2.353,
+    # upper = 0.016667 + 0.015687 = 0.03235; t975(3) = 3.182, low = 0.016667 - 0.021213 < 0
+    ni = P.non_inferiority([0.45, 0.47, 0.46], [0.44, 0.44, 0.45])
+    assert ni["diff"] == pytest.approx(0.016667, abs=1e-6)
+    assert ni["dof"] == pytest.approx(3.2, abs=1e-3)
+    assert ni["upper95"] == pytest.approx(0.03235, abs=1e-5)
+    assert ni["verdict"] == "undecided"
+    # the same gap measured 8 times as tightly: the interval excludes 0, so ours learns less
+    tight = P.non_inferiority(
+        [0.46 + x / 8 for x in (-0.01, 0.01, 0)],
+        [0.44333 + x / 8 for x in (-0.00333, -0.00333, 0.00667)],
+    )
+    assert tight["low95"] > 0 and tight["verdict"] == "less"
+    # ours ahead: the upper bound is below the margin
+    assert (
+        P.non_inferiority([0.44, 0.45, 0.44], [0.45, 0.46, 0.46])["verdict"] == "at least as much"
+    )
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        P.non_inferiority([0.4], [0.4, 0.5])
+
+
+def test_t95_table_against_known_quantiles():
+    # one-sided 95 %: 1 dof 6.314, 10 dof 1.812, 30 dof 1.697; between rows, the smaller dof's
+    assert (P.t95(1), P.t95(10), P.t95(30)) == (6.314, 1.812, 1.697)
+    assert P.t95(35.9) == 1.697 and P.t95(44) == 1.684 and P.t95(500) == 1.658

@@ -1,20 +1,18 @@
 """Multi-digit addition worked column by column, with carries, at graded lengths.
 
 Why this task: every column is the same small skill (add two digits and a carry), and a response
-is right only if every column is, so a policy's accuracy on n-digit sums is roughly its column
-accuracy to the power n. Sharpening that one skill lifts short sums first and long ones later:
-a learning curve that keeps rising for as long as the column skill improves, instead of one
-switch (issue 15's "long curve"). A weakly warm-started base solves short sums almost always and
-long ones rarely.
+is right only if every column is, so accuracy on n-digit sums should be about the column
+accuracy to the n-th power: sharpening the one skill would lift short sums first and long ones
+later, a curve that keeps rising (issue 15's "long curve"). As measured (docs/benchmarks.md,
+testbed candidate `addition`), a weakly warm-started tiny model fails long sums by losing its
+place in the operands, not by column slips, and RL gains little there.
 
 A prompt is `4837+2956=`; the worked response adds the columns from the right, writing the carry
 in as `+1` where there is one, then the sum after `#`:
 `7+6=13,3+5+1=9,8+9=17,4+2+1=7#7793`. The direct response is the sum alone (`#7793`). The final
 answer follows the last `#` (or sits in `\\boxed{}` for chat models), as in `arith`.
 
-| level | operands        |
-|-------|-----------------|
-| n     | two n-digit numbers (1 <= n <= 8; the leading digit is not 0 above n = 1) |
+Level n: two n-digit operands, 1 <= n <= 8 (no leading 0 above n = 1).
 """
 
 from __future__ import annotations

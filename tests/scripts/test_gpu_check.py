@@ -28,6 +28,7 @@ def _load(name: str):
     return module
 
 
+W = _load("gpu_check_wheels")  # before gpu_check, which imports it
 G = _load("gpu_check")
 T = _load("gpu_check_tasks")
 
@@ -168,14 +169,14 @@ def test_a_failing_phase_keeps_its_log_tail_and_result(tmp_path, monkeypatch):
 
 
 def test_without_index_or_wheelhouse_the_installs_are_unavailable(tmp_path, monkeypatch):
-    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(W, "index_reachable", lambda *a, **k: False)
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(tmp_path / "none"))
-    src, where = G.install_source()
+    src, where = W.install_source()
     assert src is None and "no wheelhouse" in where
     (tmp_path / "whl").mkdir()
     (tmp_path / "whl" / "vllm-0.24.0-cp38-abi3-manylinux_2_31_x86_64.whl").write_bytes(b"")
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(tmp_path / "whl"))
-    src, _ = G.install_source()
+    src, _ = W.install_source()
     assert src == ["--no-index", "--find-links", str(tmp_path / "whl")]
 
 
@@ -298,7 +299,7 @@ MATH_WHEELS = (
 
 
 def test_the_pins_are_e3rls_missing_deps_and_the_test_files_exist():
-    assert G.wheel_pins() == [
+    assert W.wheel_pins() == [
         ("math-verify", "0.9.0"),
         ("latex2sympy2-extended", "1.11.0"),
         ("antlr4-python3-runtime", "4.13.2"),
@@ -311,7 +312,7 @@ def test_the_pins_are_e3rls_missing_deps_and_the_test_files_exist():
 def test_a_bad_pin_line_is_named(tmp_path):
     (tmp_path / "pins.txt").write_text("# ok\nmath-verify>=0.9\n")
     with pytest.raises(ValueError, match=r"pins.txt:2: 'math-verify>=0.9' is not NAME==VERSION"):
-        G.wheel_pins(tmp_path / "pins.txt")
+        W.wheel_pins(tmp_path / "pins.txt")
 
 
 def test_wheel_report_names_missing_doubled_and_extra_wheels(tmp_path):
@@ -322,7 +323,7 @@ def test_wheel_report_names_missing_doubled_and_extra_wheels(tmp_path):
         "Latex2Sympy2_Extended-1.11.0-py3-none-any.whl",
         "gguf-0.17.1-py3-none-any.whl",
     )
-    rep = G.wheel_report(wh)
+    rep = W.wheel_report(wh)
     assert rep["missing"] == ["antlr4-python3-runtime==4.13.2"]
     assert rep["twice"] == ["math-verify"]
     assert rep["extra"] == ["gguf"]
@@ -330,28 +331,28 @@ def test_wheel_report_names_missing_doubled_and_extra_wheels(tmp_path):
 
 
 def test_a_wheelhouse_without_vllm_is_no_source_for_the_vllm_installs(tmp_path, monkeypatch):
-    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(W, "index_reachable", lambda *a, **k: False)
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(_wheels(tmp_path / "whl", *MATH_WHEELS)))
-    src, why = G.install_source(("vllm",))
+    src, why = W.install_source(("vllm",))
     assert src is None and "holds no vllm wheel" in why and "64 MiB" in why
     _wheels(tmp_path / "whl", "vllm-0.24.0-cp38-abi3-manylinux_2_31_x86_64.whl")
-    assert G.install_source(("vllm",))[0] == ["--no-index", "--find-links", str(tmp_path / "whl")]
-    assert G.install_source(("verl", "vllm", "ray"))[0] is None
+    assert W.install_source(("vllm",))[0] == ["--no-index", "--find-links", str(tmp_path / "whl")]
+    assert W.install_source(("verl", "vllm", "ray"))[0] is None
 
 
 def test_wheel_install_uses_the_device_readme_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(W, "index_reachable", lambda *a, **k: False)
     res = tmp_path / "r.json"
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(_wheels(tmp_path / "whl", *MATH_WHEELS)))
-    (pip, check), _ = G.wheel_install_commands(["math_verify"], res)
+    (pip, check), _ = W.wheel_install_commands(["math_verify"], res)
     for flag in ("--no-index", "--no-deps", "--no-compile", "--no-cache-dir", "--upgrade"):
         assert flag in pip
-    assert pip[pip.index("--target") + 1] == str(G.SITE)
+    assert pip[pip.index("--target") + 1] == str(W.SITE)
     assert sorted(Path(a).name for a in pip if a.endswith(".whl")) == sorted(MATH_WHEELS)
     assert check[-3:] == ["imports", "--result", str(res)]
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(tmp_path / "none"))
-    assert G.wheel_install_commands([], res)[0] == [check]  # nothing missing: only the check
-    cmds, why = G.wheel_install_commands(["math_verify"], res)
+    assert W.wheel_install_commands([], res)[0] == [check]  # nothing missing: only the check
+    cmds, why = W.wheel_install_commands(["math_verify"], res)
     assert cmds is None and "math_verify not installed, no wheelhouse" in why
 
 
@@ -392,7 +393,7 @@ def test_outcome_separates_failed_from_what_the_environment_stopped():
 def test_without_a_gpu_everything_is_unavailable_environment(tmp_path, monkeypatch):
     monkeypatch.setattr(G, "nvidia_smi", lambda: None)
     monkeypatch.setattr(G, "_torch_facts", lambda: {"cuda_available": False})
-    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(W, "index_reachable", lambda *a, **k: False)
     r = G.Runner(tmp_path / "work", tmp_path / "results", 560)
     assert r.run() == 2
     s = json.loads((tmp_path / "results" / "summary.json").read_text())
@@ -406,7 +407,7 @@ def test_a_gpu_machine_without_vllm_runs_the_cuda_phases_first(tmp_path, monkeyp
     no vLLM run (stand-in commands here), in order; the vLLM ones are unavailable; exit 2."""
     monkeypatch.setattr(G, "nvidia_smi", lambda: {"name": "NVIDIA H200"})
     monkeypatch.setattr(G, "_torch_facts", lambda: {"cuda_available": True})
-    monkeypatch.setattr(G, "index_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(W, "index_reachable", lambda *a, **k: False)
     monkeypatch.setenv("E3RL_WHEELHOUSE", str(_wheels(tmp_path / "whl", *MATH_WHEELS)))
     ran = []
     real = G.Runner.commands

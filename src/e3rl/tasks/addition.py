@@ -19,33 +19,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from e3rl.tasks import arith
 from e3rl.tasks import generation as G
 
+# A problem and its chat instruction are arith's: an expression, an integer answer, a worked
+# solution and its direct form '#answer'.
+Problem = arith.Problem
+instruction = arith.instruction
+
 LEVELS: dict[int, int] = {n: n for n in range(1, 9)}
 """level -> digits of each operand."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    question: str
-    """The two operands and '=', e.g. '4837+2956='."""
-    answer: int
-    solution: str
-    """Worked answer, one column per step from the right, the sum after '#'."""
-    level: int
-
-    @property
-    def direct(self) -> str:
-        """The sum alone, without the columns."""
-        return f"#{self.answer}"
-
-
-def instruction(p: Problem) -> str:
-    """The prompt's text for a chat model."""
-    return f"Compute {p.question[:-1]}. Put the final answer in \\boxed{{}}."
 
 
 def columns(a: int, b: int) -> str:

@@ -135,7 +135,9 @@ def non_inferiority(
         raise ValueError("non-inferiority needs at least 2 runs a side")
     va, vb = statistics.variance(peer) / len(peer), statistics.variance(ours) / len(ours)
     diff, se = statistics.fmean(peer) - statistics.fmean(ours), (va + vb) ** 0.5
-    dof = (va + vb) ** 2 / (va**2 / (len(peer) - 1) + vb**2 / (len(ours) - 1))
+    # Welch's dof; with no spread on either side (identical runs) the pooled dof
+    spread = va**2 / (len(peer) - 1) + vb**2 / (len(ours) - 1)
+    dof = (va + vb) ** 2 / spread if spread > 0 else len(peer) + len(ours) - 2
     upper, low95 = diff + t95(dof) * se, diff - t975(int(dof)) * se
     verdict = "at least as much" if upper < margin else "less" if low95 > 0 else "undecided"
     return {"diff": diff, "upper95": upper, "low95": low95, "dof": dof, "verdict": verdict}

@@ -39,6 +39,7 @@ from typing import Any
 
 from gpu_check_wheels import (  # the wheels and installs of the phases
     SITE,
+    TASKS,
     VERL_TRANSFORMERS,
     VERL_VERSION,
     VLLM_VERSION,
@@ -52,7 +53,6 @@ from gpu_check_wheels import (  # the wheels and installs of the phases
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "gpu"
-TASKS = REPO / "scripts" / "gpu_check_tasks.py"
 CARRY_LIMIT_MIB = 64  # what one device call carries: working tree + carried paths
 # The pytest subset of cuda_pytest: the CUDA-only tests, then the rollout/update core files, which
 # run on CPU there (against the image's torch 2.11 and transformers 5.17, not this machine's).

@@ -164,3 +164,8 @@ def test_t95_table_against_known_quantiles():
     # one-sided 95 %: 1 dof 6.314, 10 dof 1.812, 30 dof 1.697; between rows, the smaller dof's
     assert (P.t95(1), P.t95(10), P.t95(30)) == (6.314, 1.812, 1.697)
     assert P.t95(35.9) == 1.697 and P.t95(44) == 1.684 and P.t95(500) == 1.658
+
+
+def test_non_inferiority_of_identical_runs_is_decided_without_dividing_by_zero():
+    ni = P.non_inferiority([0.44, 0.44], [0.44, 0.44])
+    assert ni["diff"] == 0 and ni["upper95"] == 0 and ni["verdict"] == "at least as much"

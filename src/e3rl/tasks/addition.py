@@ -59,13 +59,6 @@ def make_problem(rng: random.Random, level: int) -> Problem:
     )
 
 
-def generate(
-    levels: list[int], size: int, seed: int, exclude: set[str] | None = None
-) -> list[Problem]:
-    """`size` distinct problems spread evenly over `levels` (round robin), deterministic in seed."""
-    return G.generate(make_problem, "addition", levels, size, seed, exclude)
-
-
 def stream(levels: list[int], seed: int, exclude: set[str] | None = None) -> Iterator[Problem]:
     """An endless supply of problems (levels in turn), skipping the `exclude`d questions."""
     return G.stream(make_problem, levels, seed, exclude)
